@@ -1,0 +1,1 @@
+"""Hydra configs shipped with mftrnn (config module ``mftrnn.conf``)."""

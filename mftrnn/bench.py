@@ -1,0 +1,129 @@
+"""`mftrnn bench`: training steps/s of the runner against a bare cuDNN loop on the same shapes.
+
+The bare loop is the floor of what a training step costs: one fixed random batch already on the
+device, nn.LSTM/nn.GRU forward, linear head, cross-entropy, backward, Adam; nothing else. The
+runner is `mftrnn train` itself (task built on the device from uint8 MNIST, gradient clipping,
+logging, checkpoints off the timed path), timed by its own per-window steps/s after a warm-up
+window. Both run in one process, bare / runner / bare, so the ratio is measured under the same
+conditions; the runner must reach >= 90% of the bare loop.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def bare_loop(cell: str, steps: int, warmup: int, seq_len: int, batch: int, input_size: int, hidden: int,
+              device: torch.device) -> float:
+    """Steps/s of forward + backward + Adam on one fixed batch (T, B, n_in), after `warmup` steps."""
+    torch.backends.cudnn.deterministic = False
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(False)
+    torch.manual_seed(0)
+    rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(input_size, hidden).to(device)
+    head = nn.Linear(hidden, 10).to(device)
+    opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
+    x = torch.rand(seq_len, batch, input_size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        out, _ = rnn(x)
+        loss = nn.functional.cross_entropy(head(out[-1]), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str,
+           deterministic: bool, extra: list[str]) -> float:
+    """Steps/s of `mftrnn train` on padded MNIST (rows, T = 28 + pad), from its metrics.jsonl:
+    every logged window but the first (warm-up), combined as total steps / total time."""
+    from hydra import compose, initialize_config_module
+
+    from mftrnn.train import train
+
+    overrides = [f"cell={cell}", "task=padded_mnist", f"task.pad={pad}", f"model.hidden={hidden}",
+                 f"train.batch_size={batch}", f"train.steps={steps + window}", f"train.log_every={window}",
+                 f"train.eval_every={10**9}", f"train.ckpt_every={10**9}", "train.progress=false",
+                 "wandb.mode=disabled", f"device={device}", f"deterministic={str(deterministic).lower()}", *extra]
+    with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, Path(tmp))
+        records = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+    windows = [r for r in records if "steps_per_s" in r][1:]  # drop the warm-up window
+    total_time = sum(window / r["steps_per_s"] for r in windows)
+    return window * len(windows) / total_time
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="mftrnn bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
+    p.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=50, help="untimed steps first (also the runner's log window)")
+    p.add_argument("--pad", type=int, default=800, help="padding steps: T = 28 + pad (default 828)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
+    p.add_argument("overrides", nargs="*", help="extra `mftrnn train` overrides for the runner (e.g. data.root=...)")
+    a = p.parse_args(argv)
+    if a.steps < 1 or a.warmup < 1 or a.pad < 0:
+        p.error("--steps and --warmup must be >= 1, --pad >= 0")
+    if a.steps % a.warmup:
+        a.steps += a.warmup - a.steps % a.warmup  # whole runner windows
+    dev = torch.device(a.device)
+    seq_len = 28 + a.pad
+    shape = dict(seq_len=seq_len, batch=a.batch, input_size=28, hidden=a.hidden, device=dev)
+    print(f"bench: {a.cell} H={a.hidden}, T={seq_len}, B={a.batch}, {a.steps} timed steps on {dev}", flush=True)
+
+    bare1 = bare_loop(a.cell, a.steps, a.warmup, **shape)
+    run_det = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
+    run_fast = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, False, a.overrides)
+    bare2 = bare_loop(a.cell, a.steps, a.warmup, **shape)
+    bare = statistics.mean([bare1, bare2])
+    result = {
+        "cell": a.cell, "hidden": a.hidden, "seq_len": seq_len, "batch": a.batch, "steps": a.steps,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None,
+        "bare_steps_per_s": [bare1, bare2], "runner_steps_per_s": run_det,
+        "runner_nondeterministic_steps_per_s": run_fast, "ratio": run_det / bare,
+        "ratio_nondeterministic": run_fast / bare, "command": "mftrnn bench " + " ".join(sys.argv[1:]),
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'loop':<40} {'steps/s':>9} {'vs bare':>8}")
+    print(f"{'bare nn.' + a.cell.upper() + ' + Adam (1st, 2nd)':<40} {bare1:9.2f} {bare2 / bare1:8.3f}")
+    print(f"{'mftrnn train (deterministic=true)':<40} {run_det:9.2f} {run_det / bare:8.3f}")
+    print(f"{'mftrnn train (deterministic=false)':<40} {run_fast:9.2f} {run_fast / bare:8.3f}")
+    print(f"device: {result['device']}, torch {result['torch']}, cudnn {result['cudnn']}; written to {a.out}")
+    if run_det / bare < 0.9:
+        print("WARNING: the runner is below 90% of the bare loop", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

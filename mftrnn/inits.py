@@ -1,0 +1,158 @@
+"""Initialization schemes: named functions that write gate slices of nn.LSTM / nn.GRU in place.
+
+PyTorch layout (theory.md §5): weight_ih_l{k} (G*H, n_in), weight_hh_l{k} (G*H, H), bias_ih_l{k} and
+bias_hh_l{k} (G*H,), gate blocks LSTM (i, f, g, o) and GRU (r, z, n), each H rows. The effective
+bias of a gate is bias_ih + bias_hh, so every scheme below writes one vector and zeroes the other
+(writing both doubles the bias). In nn.GRU the n gate's bias_hh sits inside the reset product,
+r * (W_hn h + b_hn), so it is not interchangeable with b_in; every scheme leaves b_hn = 0.
+
+Every function writes under torch.no_grad() into the existing parameters (views of cuDNN's flat
+weight buffer on the GPU), so the buffer stays valid.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mftrnn.errors import ConfigError
+from mftrnn.models import GATES, RNNClassifier
+from mftrnn.schema import ChronoInitConfig, InitConfig, InitScheme, MeanFieldInitConfig, Recurrent
+
+
+def layer_params(rnn: nn.RNNBase, layer: int) -> dict[str, torch.Tensor]:
+    """The four parameters of one layer, keyed weight_ih, weight_hh, bias_ih, bias_hh."""
+    return {name: getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+def gate_block(param: torch.Tensor, gates: tuple[str, ...], gate: str) -> torch.Tensor:
+    """The rows of `param` that belong to `gate` (a view: writes go into the parameter)."""
+    h = param.shape[0] // len(gates)
+    j = gates.index(gate)
+    return param[j * h:(j + 1) * h]
+
+
+def _glorot_head(model: RNNClassifier) -> None:
+    # theory.md §2.4: the readout V is Glorot-initialized, its bias zero.
+    nn.init.xavier_uniform_(model.head.weight)
+    nn.init.zeros_(model.head.bias)
+
+
+@torch.no_grad()
+def init_pytorch(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
+    """PyTorch's default (theory.md §7 row 1): every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+    model.rnn.reset_parameters()
+    model.head.reset_parameters()
+
+
+@torch.no_grad()
+def init_standard(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
+    """The TF/Keras default of the paper's era (theory.md §7 row 2), with per-gate orthogonality.
+
+    Input kernel: Glorot-uniform over the stacked (n_in, G*H) kernel, as Keras does. Recurrent: an
+    orthogonal H x H block per gate (not Keras' orthogonal stacked kernel, theory.md §7 row 2').
+    Biases zero; LSTM forget bias +1 (Jozefowicz et al. 2015), as the sum of the two vectors.
+    """
+    gates = GATES[model.cell]
+    for layer in range(model.rnn.num_layers):
+        p = layer_params(model.rnn, layer)
+        nn.init.xavier_uniform_(p["weight_ih"])
+        for gate in gates:
+            nn.init.orthogonal_(gate_block(p["weight_hh"], gates, gate))
+        nn.init.zeros_(p["bias_ih"])
+        nn.init.zeros_(p["bias_hh"])
+        if "f" in gates:
+            gate_block(p["bias_ih"], gates, "f").fill_(1.0)
+    _glorot_head(model)
+
+
+@torch.no_grad()
+def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, seq_len: int) -> None:
+    """Chrono initialization (Tallec & Ollivier 2018; theory.md §7 row 4) on top of `standard`.
+
+    Per unit, b_keep ~ log U[1, T_max - 1], so that 1 - sigma(b_keep) spreads forgetting times over
+    [2, T_max]. LSTM: the forget gate f keeps, and b_i = -b_f. GRU: z is the keep gate
+    (h' = (1 - z) n + z h), so b_z gets the draw. T_max defaults to the task's sequence length.
+    """
+    init_standard(model, cfg, seq_len)
+    t_max = cfg.t_max if cfg.t_max is not None else seq_len
+    if t_max < 3:
+        raise ConfigError(f"init=chrono needs T_max >= 3 (the sequence has {seq_len} steps); set init.t_max")
+    gates = GATES[model.cell]
+    keep = "f" if "f" in gates else "z"
+    for layer in range(model.rnn.num_layers):
+        p = layer_params(model.rnn, layer)
+        b_keep = gate_block(p["bias_ih"], gates, keep)
+        b_keep.uniform_(1.0, t_max - 1.0).log_()
+        if keep == "f":
+            gate_block(p["bias_ih"], gates, "i").copy_(-b_keep)
+
+
+@torch.no_grad()
+def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, seq_len: int) -> None:
+    """Explicit mean-field hyperparameters per gate k (theory.md §2.2 and §5.4).
+
+    weight_hh block  <- N(0, sigma_k^2 / H) entries, or sigma_k x Haar-orthogonal (recurrent=orthogonal)
+    weight_ih block  <- N(0, nu_k^2 / n_in) entries (n_in = H for layers above the first)
+    bias_ih block    <- N(mu_k, rho_k^2), drawn once per unit;  bias_hh <- 0 (GRU: b_hn = 0)
+    """
+    gates = GATES[model.cell]
+    hidden = model.rnn.hidden_size
+    for layer in range(model.rnn.num_layers):
+        p = layer_params(model.rnn, layer)
+        n_in = p["weight_ih"].shape[1]
+        nn.init.zeros_(p["bias_hh"])
+        for gate in gates:
+            hp = getattr(cfg.gates, gate)
+            w_hh = gate_block(p["weight_hh"], gates, gate)
+            if cfg.recurrent is Recurrent.orthogonal:
+                nn.init.orthogonal_(w_hh, gain=hp.sigma)  # QR with sign fix: Haar-distributed
+            else:
+                w_hh.normal_(0.0, hp.sigma / math.sqrt(hidden))
+            gate_block(p["weight_ih"], gates, gate).normal_(0.0, hp.nu / math.sqrt(n_in))
+            gate_block(p["bias_ih"], gates, gate).normal_(hp.mu, hp.rho)
+    _glorot_head(model)
+
+
+def init_critical(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
+    """The critical initialization derived from the mean-field theory (theory.md §6)."""
+    raise ConfigError(
+        "init=critical is not available yet: its solver (the mean-field critical point) is the "
+        "critical-initialization issue. Until then use init=chrono, or init=meanfield with explicit "
+        "per-gate hyperparameters (e.g. init.gates.f.mu=5 for an LSTM).")
+
+
+INITS: dict[InitScheme, Callable[[RNNClassifier, InitConfig, int], None]] = {
+    InitScheme.pytorch: init_pytorch,
+    InitScheme.standard: init_standard,
+    InitScheme.chrono: init_chrono,
+    InitScheme.meanfield: init_meanfield,
+    InitScheme.critical: init_critical,
+}
+
+
+def initialize(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
+    """Apply the configured scheme; `seq_len` is the task's T (chrono's default T_max)."""
+    INITS[cfg.scheme](model, cfg, seq_len)
+    if hasattr(model.rnn, "flatten_parameters"):
+        model.rnn.flatten_parameters()
+
+
+@torch.no_grad()
+def effective_gate_biases(model: RNNClassifier) -> dict[str, dict[str, float]]:
+    """Mean and std over units of each gate's effective bias b_ih + b_hh, per layer (for the logs).
+
+    GRU n gate: b_in only, since b_hn acts inside the reset product.
+    """
+    gates = GATES[model.cell]
+    out = {}
+    for layer in range(model.rnn.num_layers):
+        p = layer_params(model.rnn, layer)
+        for gate in gates:
+            b = gate_block(p["bias_ih"], gates, gate)
+            if gate != "n":
+                b = b + gate_block(p["bias_hh"], gates, gate)
+            out[f"l{layer}.{gate}"] = {"mean": b.mean().item(), "std": b.std().item() if b.numel() > 1 else 0.0}
+    return out

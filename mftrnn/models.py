@@ -1,0 +1,37 @@
+"""The classifier: a cuDNN LSTM or GRU over the whole sequence and a linear readout of h^T.
+
+Parameter names are PyTorch's: the recurrent module is `rnn` (nn.LSTM / nn.GRU, gate blocks LSTM
+i, f, g, o and GRU r, z, n) and the readout is `head`, so `init.pt` and checkpoints load into
+plain PyTorch code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mftrnn.schema import CellKind, ModelConfig
+
+CELLS: dict[CellKind, type[nn.RNNBase]] = {CellKind.lstm: nn.LSTM, CellKind.gru: nn.GRU}
+GATES: dict[CellKind, tuple[str, ...]] = {CellKind.lstm: ("i", "f", "g", "o"), CellKind.gru: ("r", "z", "n")}
+
+
+class RNNClassifier(nn.Module):
+    """logits = head(h^T), h^T the top layer's last hidden state (theory.md §2.4)."""
+
+    def __init__(self, cell: CellKind, input_size: int, cfg: ModelConfig, num_classes: int = 10) -> None:
+        super().__init__()
+        self.cell = cell
+        self.max_chunk = cfg.max_chunk
+        self.rnn = CELLS[cell](input_size, cfg.hidden, num_layers=cfg.layers)  # time-major (T, B, n_in)
+        self.head = nn.Linear(cfg.hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (T, B, n_in) -> logits (B, num_classes).
+
+        cuDNN rejects T > 65,535 (pytorch#133751): longer sequences run in chunks with the state
+        carried across, so gradients still flow through every step (full BPTT).
+        """
+        state = None
+        for piece in x.split(self.max_chunk, dim=0):
+            out, state = self.rnn(piece, state)  # out: (t, B, H)
+        return self.head(out[-1])  # (B, num_classes)

@@ -1,0 +1,388 @@
+"""Typed configuration: one dataclass per component, Enums for every choice, checks at the door.
+
+Hydra composes YAML from ``conf/`` on top of these schemas (stored in the ConfigStore under the
+``schema/`` group), so a mistyped key or a value of the wrong type fails at compose time. Value
+ranges are checked in each dataclass's ``__post_init__``, which runs when the composed config is
+turned into objects with :func:`to_objects`; the error names the full key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from mftrnn.errors import ConfigError
+
+
+# --------------------------------------------------------------------------- enums
+class TaskName(Enum):
+    padded_mnist = "padded_mnist"
+    unrolled_mnist = "unrolled_mnist"
+    cifar10 = "cifar10"
+    repeated_pixel = "repeated_pixel"
+
+
+class Dataset(Enum):
+    mnist = "mnist"
+    cifar10 = "cifar10"
+
+
+class Layout(Enum):
+    rows = "rows"  # 28 steps x 28 inputs
+    pixels = "pixels"  # 784 steps x 1 input
+    image = "image"  # 1 step x 784 inputs
+
+
+class PadValue(Enum):
+    zeros = "zeros"
+    noise = "noise"
+
+
+class CellKind(Enum):
+    lstm = "lstm"
+    gru = "gru"
+
+
+class InitScheme(Enum):
+    pytorch = "pytorch"
+    standard = "standard"
+    chrono = "chrono"
+    meanfield = "meanfield"
+    critical = "critical"
+
+
+class Recurrent(Enum):
+    gaussian = "gaussian"
+    orthogonal = "orthogonal"
+
+
+class OptimName(Enum):
+    adam = "adam"
+    rmsprop = "rmsprop"
+    sgd = "sgd"
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Resume(Enum):
+    auto = "auto"  # continue from ckpt_last.pt when the run dir holds one
+    never = "never"  # start over, ignoring (and overwriting) any checkpoint
+
+
+class WandbMode(Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+# --------------------------------------------------------------------------- checks
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise a ConfigError naming the full key, the bad value and what is allowed."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+
+
+def _positive(key: str, value: float) -> None:
+    _require(value is not None and math.isfinite(value) and value > 0, key, value, "> 0")
+
+
+def _non_negative(key: str, value: float) -> None:
+    _require(value is not None and math.isfinite(value) and value >= 0, key, value, ">= 0")
+
+
+# --------------------------------------------------------------------------- tasks
+@dataclass
+class TaskConfig:
+    """Fields every task has; each task adds its own (see the subclasses)."""
+
+    name: TaskName = MISSING
+    noise_std: float = 1.0  # std of Gaussian padding when pad_value=noise
+
+    def __post_init__(self) -> None:
+        _non_negative("task.noise_std", self.noise_std)
+
+
+@dataclass
+class PaddedMnistConfig(TaskConfig):
+    """The image row by row (or pixel by pixel, or in one step), then `pad` steps of padding."""
+
+    name: TaskName = TaskName.padded_mnist
+    pad: int = 1000
+    pad_value: PadValue = PadValue.zeros
+    layout: Layout = Layout.rows
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.pad >= 0, "task.pad", self.pad, "an integer >= 0")
+
+
+@dataclass
+class UnrolledMnistConfig(TaskConfig):
+    """Pixel by pixel (784 steps x 1 input); `permute` applies one fixed, seeded permutation."""
+
+    name: TaskName = TaskName.unrolled_mnist
+    permute: bool = False
+    permutation_seed: int = 0
+
+
+@dataclass
+class Cifar10Config(TaskConfig):
+    """Pixel by pixel with the three channels per step (1024 steps x 3), per-channel normalized."""
+
+    name: TaskName = TaskName.cifar10
+
+
+@dataclass
+class RepeatedPixelConfig(TaskConfig):
+    """Each pixel repeated `repeats` times: 784*k steps x 1 (MNIST) or 1024*k x 3 (CIFAR-10)."""
+
+    name: TaskName = TaskName.repeated_pixel
+    dataset: Dataset = Dataset.mnist
+    repeats: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.repeats >= 1, "task.repeats", self.repeats, "an integer >= 1")
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class CellConfig:
+    kind: CellKind = MISSING
+
+
+@dataclass
+class ModelConfig:
+    hidden: int = 256
+    layers: int = 1
+    # cuDNN rejects sequences longer than 65,535 steps; longer ones run in chunks of this many
+    # steps with the state carried across (full backprop through time).
+    max_chunk: int = 65_535
+
+    def __post_init__(self) -> None:
+        _require(self.hidden >= 1, "model.hidden", self.hidden, "an integer >= 1")
+        _require(self.layers >= 1, "model.layers", self.layers, "an integer >= 1")
+        _require(1 <= self.max_chunk <= 65_535, "model.max_chunk", self.max_chunk, "in [1, 65535]")
+
+
+# --------------------------------------------------------------------------- inits
+@dataclass
+class GateHP:
+    """Mean-field hyperparameters of one gate (theory.md §2.2): bias ~ N(mu, rho^2) per unit,
+    recurrent entries N(0, sigma^2/hidden) (or sigma x Haar-orthogonal), input N(0, nu^2/n_in)."""
+
+    mu: float = 0.0
+    rho: float = 0.0
+    sigma: float = 1.0
+    nu: float = 1.0
+
+
+@dataclass
+class LstmGates:
+    """nn.LSTM's gate order: input i, forget f, candidate g, output o."""
+
+    i: GateHP = field(default_factory=GateHP)
+    f: GateHP = field(default_factory=GateHP)
+    g: GateHP = field(default_factory=GateHP)
+    o: GateHP = field(default_factory=GateHP)
+
+
+@dataclass
+class GruGates:
+    """nn.GRU's gate order: reset r, update z (the keep gate), candidate n."""
+
+    r: GateHP = field(default_factory=GateHP)
+    z: GateHP = field(default_factory=GateHP)
+    n: GateHP = field(default_factory=GateHP)
+
+
+@dataclass
+class InitConfig:
+    scheme: InitScheme = MISSING
+
+
+@dataclass
+class ChronoInitConfig(InitConfig):
+    """Tallec & Ollivier 2018; t_max defaults to the task's sequence length."""
+
+    scheme: InitScheme = InitScheme.chrono
+    t_max: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.t_max is not None:
+            _require(self.t_max >= 3, "init.t_max", self.t_max, "null or an integer >= 3")
+
+
+@dataclass
+class MeanFieldInitConfig(InitConfig):
+    scheme: InitScheme = InitScheme.meanfield
+    recurrent: Recurrent = Recurrent.gaussian
+    gates: Any = MISSING  # LstmGates or GruGates, chosen by the cell (conf/gates/)
+
+    def __post_init__(self) -> None:
+        for gate, hp in dataclasses.asdict(self.gates).items():
+            for name in ("rho", "sigma", "nu"):
+                _non_negative(f"init.gates.{gate}.{name}", hp[name])
+            _require(math.isfinite(hp["mu"]), f"init.gates.{gate}.mu", hp["mu"], "finite")
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class OptimConfig:
+    name: OptimName = MISSING
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # sgd and rmsprop
+    clip: Optional[float] = 1.0  # global gradient-norm clip; null disables
+
+    def __post_init__(self) -> None:
+        _positive("optim.lr", self.lr)
+        _non_negative("optim.weight_decay", self.weight_decay)
+        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        if self.clip is not None:
+            _positive("optim.clip", self.clip)
+
+
+@dataclass
+class DataConfig:
+    root: str = "${oc.env:MFTRNN_DATA,./data}"
+    download: bool = False
+    val_size: int = 5000
+    limit: Optional[int] = None  # keep the first N examples of each split (smoke tests)
+
+    def __post_init__(self) -> None:
+        _require(self.val_size >= 1, "data.val_size", self.val_size, "an integer >= 1")
+        if self.limit is not None:
+            _require(self.limit >= 1, "data.limit", self.limit, "null or an integer >= 1")
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 20_000
+    batch_size: int = 128
+    eval_every: int = 1000
+    eval_batch_size: int = 1000
+    log_every: int = 50
+    ckpt_every: int = 500
+    resume: Resume = Resume.auto
+    fail_on_divergence: bool = False
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
+        for key in ("batch_size", "eval_every", "eval_batch_size", "log_every", "ckpt_every"):
+            value = getattr(self, key)
+            _require(value >= 1, f"train.{key}", value, "an integer >= 1")
+
+
+@dataclass
+class WandbConfig:
+    mode: WandbMode = WandbMode.offline
+    project: str = "mftrnn"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: experiment_name (the sweep's name)
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    """The whole configuration of `mftrnn train` (conf/train.yaml composes it)."""
+
+    task: Any = MISSING  # one of the TaskConfig subclasses
+    cell: CellConfig = MISSING
+    init: Any = MISSING  # InitConfig or a subclass
+    optim: OptimConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    seed: int = 0
+    deterministic: bool = True
+    device: Device = Device.auto
+    experiment_name: str = "adhoc"
+
+    def __post_init__(self) -> None:
+        gates = getattr(self.init, "gates", None)
+        if gates is not None:
+            want = LstmGates if self.cell.kind is CellKind.lstm else GruGates
+            _require(isinstance(gates, want), "init.gates", type(gates).__name__,
+                     f"{want.__name__} for cell={self.cell.kind.value}")
+
+
+# --------------------------------------------------------------------------- registry
+def run_tag(override_dirname: str) -> str:
+    """The run-dir component made from a job's overrides (Hydra's `override_dirname`).
+
+    Empty overrides give "default"; '/' in a value would nest dirs (hydra#3018), so it becomes '_';
+    an over-long name is shortened with a hash so that it stays a valid, deterministic file name.
+    """
+    tag = override_dirname.replace("/", "_") or "default"
+    if len(tag) > 160:
+        tag = tag[:140] + "-" + hashlib.sha1(tag.encode()).hexdigest()[:12]
+    return tag
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore under `schema/...` (never as group choices)."""
+    OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="base_train", node=TrainConfig)
+    for name, node in {
+        "padded_mnist": PaddedMnistConfig,
+        "unrolled_mnist": UnrolledMnistConfig,
+        "cifar10": Cifar10Config,
+        "repeated_pixel": RepeatedPixelConfig,
+    }.items():
+        cs.store(group="schema/task", name=name, node=node)
+    cs.store(group="schema/cell", name="base", node=CellConfig)
+    cs.store(group="schema/init", name="base", node=InitConfig)
+    cs.store(group="schema/init", name="chrono", node=ChronoInitConfig)
+    cs.store(group="schema/init", name="meanfield", node=MeanFieldInitConfig)
+    cs.store(group="schema/gates", name="lstm", node=LstmGates)
+    cs.store(group="schema/gates", name="gru", node=GruGates)
+    cs.store(group="schema/optim", name="base", node=OptimConfig)
+
+
+def to_objects(cfg: DictConfig) -> TrainConfig:
+    """Resolve the composed config and turn it into dataclass objects, running every check.
+
+    Raises ConfigError (one line, naming the key) on a bad value or a missing mandatory value.
+    """
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # OmegaConf's own errors: missing values, failed interpolations
+        msg = str(exc).splitlines()[0]
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+    assert isinstance(obj, TrainConfig)
+    unknown = _unknown_keys(OmegaConf.to_container(cfg, resolve=False), obj)
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]} (added with '+'?); "
+                          f"`mftrnn train --cfg job` lists the keys")
+    return obj
+
+
+def _unknown_keys(container: Any, obj: Any, prefix: str = "") -> list:
+    """Keys of the composed config that no schema dataclass declares (added with `+key=`)."""
+    if not (dataclasses.is_dataclass(obj) and isinstance(container, dict)):
+        return []
+    names = {f.name for f in dataclasses.fields(obj)}
+    found = []
+    for key, value in container.items():
+        if key not in names:
+            found.append(prefix + key)
+        else:
+            found += _unknown_keys(value, getattr(obj, key), f"{prefix}{key}.")
+    return found

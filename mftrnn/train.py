@@ -1,0 +1,318 @@
+"""`mftrnn train`: train an LSTM/GRU classifier on a long-sequence task, resumably.
+
+The Hydra entry point `main` only finds the run dir and calls :func:`train`, a plain function
+that builds everything itself (reads the config as objects, picks the device, builds task, model
+and initialization, loads data, trains, evaluates) and returns the summary.
+
+Run dir contents: init.pt (state_dict at initialization), ckpt_last.pt (atomic, every
+train.ckpt_every steps), metrics.jsonl (one JSON object per logged step), summary.json (final
+metrics), train.log (Hydra's log), wandb/ (offline W&B run), .hydra/ (the composed config).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from mftrnn import checkpoint
+from mftrnn.data import Splits, load_splits
+from mftrnn.errors import ConfigError, DivergedError, MftrnnError
+from mftrnn.inits import effective_gate_biases, initialize
+from mftrnn.models import RNNClassifier
+from mftrnn.schema import OptimName, Resume, TrainConfig, register_configs, to_objects
+from mftrnn.seeding import pick_device, rng_state, seed_everything, set_determinism, set_rng_state
+from mftrnn.tasks import SequenceTask, build_task
+from mftrnn.tracking import METRICS_NAME, Tracker, new_run_id, read_json, truncate_metrics, write_json
+
+log = logging.getLogger(__name__)
+register_configs()
+
+SUMMARY_NAME = "summary.json"
+# Keys that may differ between a checkpoint and the run that resumes it: they change neither the
+# model nor the data order (train.steps may grow, to continue a finished run).
+# conf/train.yaml keeps the same keys out of run-dir names.
+VOLATILE_KEYS = ("train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every",
+                 "train.eval_batch_size", "train.log_every", "device", "data.root", "data.download", "wandb",
+                 "experiment_name")
+# Each split's random padding (task.pad_value=noise) comes from its own fixed seed, seed + offset.
+EVAL_NOISE_SEED = {"val": 2, "train": 3, "test": 4}
+# Test hook: exit abruptly (as a kill would) right after this optimizer step.
+KILL_ENV = "MFTRNN_TEST_KILL_AT_STEP"
+
+
+class BatchSampler:
+    """Epoch-wise shuffled mini-batch indices from a seeded CPU generator; checkpointable."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+        self.epoch = 0
+
+    def next(self, batch_size: int) -> torch.Tensor:
+        """Indices (B,) of the next batch; a new permutation starts when the current one runs out."""
+        if self.pos + batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.pos = 0
+            self.epoch += 1
+        idx = self.perm[self.pos:self.pos + batch_size]
+        self.pos += batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos, self.epoch = state["perm"], state["pos"], state["epoch"]
+
+
+def build_optimizer(conf: TrainConfig, params) -> torch.optim.Optimizer:
+    o = conf.optim
+    if o.name is OptimName.adam:
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name is OptimName.rmsprop:
+        return torch.optim.RMSprop(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: RNNClassifier, task: SequenceTask, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+             noise_seed: int) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over a whole split. Random padding is redrawn from a fixed
+    seed, so every evaluation of a split sees the same sequences."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=x.device).manual_seed(noise_seed)
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        logits = model(task.sequences(xb, gen))
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(-1) == yb).sum()
+    model.train(was_training)
+    n = max(len(x), 1)
+    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+
+
+def _identity(conf_dict: dict) -> dict:
+    """The config minus VOLATILE_KEYS: what must match for a checkpoint to be resumed."""
+    flat = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if any(key == vk or key.startswith(vk + ".") for vk in VOLATILE_KEYS):
+                continue
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            else:
+                flat[key] = v
+
+    walk(conf_dict, "")
+    return flat
+
+
+def _check_same_run(saved: dict, now: dict, run_dir: Path) -> None:
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:5])
+        raise ConfigError(f"{run_dir} holds a checkpoint of a different configuration ({shown}). "
+                          f"Pick another hydra.run.dir, or train.resume=never to start over there.")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train as configured, writing into `run_dir`; return the summary (also in summary.json)."""
+    conf = to_objects(cfg)  # every check at the door: bad values end here, before any work
+    conf_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(conf.deterministic)  # before CUDA starts
+    seed_everything(conf.seed)
+    device = pick_device(conf.device)
+
+    task = build_task(conf.task)
+    model = RNNClassifier(conf.cell.kind, task.input_size, conf.model)
+    initialize(model, conf.init, task.seq_len)  # on the CPU, so the init is the same on every device
+    log.info("%s | %s %s x%d, init=%s | device %s | run dir %s", task.describe(), conf.cell.kind.value,
+             conf.model.hidden, conf.model.layers, conf.init.scheme.value, device, run_dir)
+
+    splits = load_splits(task.dataset, conf.data)
+    task.fit(splits)
+    splits = splits.to(device)
+    model.to(device)
+    params = list(model.parameters())
+    opt = build_optimizer(conf, params)
+    sampler = BatchSampler(len(splits.train_x), seed=conf.seed)
+    noise = torch.Generator(device=device).manual_seed(conf.seed + 1)
+
+    ckpt_path = run_dir / checkpoint.CKPT_NAME
+    step, elapsed, run_id, best_val = 0, 0.0, new_run_id(), -math.inf
+    if conf.train.resume is Resume.auto and ckpt_path.exists():
+        state = checkpoint.load(ckpt_path)
+        _check_same_run(state["identity"], _identity(conf_dict), run_dir)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        noise.set_state(state["noise"])
+        set_rng_state(state["rng"])
+        step, elapsed, run_id, best_val = state["step"], state["elapsed"], state["run_id"], state["best_val"]
+        truncate_metrics(run_dir / METRICS_NAME, step)
+        log.info("resumed from %s at step %d", ckpt_path, step)
+        done = read_json(run_dir / SUMMARY_NAME)
+        if done is not None and done.get("steps") == step and (step >= conf.train.steps or done.get("diverged")):
+            log.info("run already complete (%d steps): %s", step, run_dir / SUMMARY_NAME)
+            return done
+    else:
+        for stale in (run_dir / METRICS_NAME, run_dir / SUMMARY_NAME):
+            stale.unlink(missing_ok=True)
+        torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, run_dir / "init.pt")
+
+    choices = [conf.task.name.value, conf.cell.kind.value, conf.init.scheme.value]
+    tracker = Tracker(conf.wandb, run_dir, run_id, name=str(run_dir), group=conf.wandb.group or conf.experiment_name,
+                      tags=choices, config={**conf_dict, "init_effective_biases": effective_gate_biases(model)})
+    exit_code = 1
+    try:
+        summary = _loop(conf, conf_dict, model, task, splits, opt, sampler, noise, tracker, run_dir,
+                        step, elapsed, run_id, best_val, device)
+        exit_code = 0
+    finally:
+        tracker.finish(exit_code)  # BasicLauncher runs a sweep in one process: never leak a run
+    if summary["diverged"] and conf.train.fail_on_divergence:
+        raise DivergedError(f"loss became non-finite at step {summary['diverged_at']} "
+                            f"(train.fail_on_divergence=true); see {run_dir / SUMMARY_NAME}")
+    return summary
+
+
+def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: SequenceTask, splits: Splits,
+          opt: torch.optim.Optimizer, sampler: BatchSampler, noise: torch.Generator, tracker: Tracker,
+          run_dir: Path, step: int, elapsed: float, run_id: str, best_val: float, device: torch.device) -> dict:
+    tc = conf.train
+    kill_at = int(os.environ.get(KILL_ENV, "-1"))
+    params = list(model.parameters())
+    clip = conf.optim.clip if conf.optim.clip is not None else math.inf  # inf: measure, never clip
+
+    # Per-window sums stay on the device; they are read (one sync) only when a window is logged.
+    def zeros():
+        return torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, correct, examples, grad-norm sum
+
+    window, window_steps = zeros(), 0
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
+    t_start = time.perf_counter() - elapsed
+    t_window = time.perf_counter()
+    diverged_at: Optional[int] = None
+    model.train()
+    pbar = tqdm(total=tc.steps, initial=step, disable=not tc.progress, dynamic_ncols=True, unit="step",
+                desc=f"{conf.task.name.value} {conf.cell.kind.value}/{conf.init.scheme.value}", file=sys.stderr)
+    with logging_redirect_tqdm():
+        while step < tc.steps:
+            idx = sampler.next(tc.batch_size).to(device, non_blocking=True)
+            x = task.sequences(splits.train_x[idx], noise)  # (T, B, n_in), built on the device
+            y = splits.train_y[idx]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            step += 1
+            window_steps += 1
+            pbar.update(1)
+            with torch.no_grad():
+                window += torch.stack([loss.detach().double() * len(y), (logits.argmax(-1) == y).sum().double(),
+                                       torch.tensor(float(len(y)), device=device, dtype=torch.float64),
+                                       grad_norm.detach().double()])
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            if step == kill_at:
+                os._exit(17)
+
+            checkpoint_now = step % tc.ckpt_every == 0
+            if step % tc.log_every == 0 or checkpoint_now or step == tc.steps:
+                loss_sum, correct, count, gn_sum = window.tolist()  # the one sync of the window
+                dt = time.perf_counter() - t_window
+                record = {"train/loss": loss_sum / count, "train/acc": correct / count,
+                          "train/grad_norm": gn_sum / window_steps, "lr": opt.param_groups[0]["lr"],
+                          "steps_per_s": window_steps / dt, "epoch": sampler.epoch}
+                if not math.isfinite(loss_sum):
+                    diverged_at = int(first_bad.item())
+                    tracker.log(record, step)
+                    log.error("the loss became non-finite at step %d: the run diverged and stops here "
+                              "(summary.json: diverged=true)", diverged_at)
+                    break
+                tracker.log(record, step)
+                pbar.set_postfix(loss=f"{record['train/loss']:.3f}", acc=f"{record['train/acc']:.3f}")
+                window, window_steps = zeros(), 0
+
+                if step % tc.eval_every == 0 and step < tc.steps:
+                    val = evaluate(model, task, splits.val_x, splits.val_y, tc.eval_batch_size,
+                                   conf.seed + EVAL_NOISE_SEED["val"])
+                    best_val = max(best_val, val["acc"])
+                    tracker.log({"val/loss": val["loss"], "val/acc": val["acc"]}, step)
+                    log.info("step %d: val loss %.4f acc %.4f", step, val["loss"], val["acc"])
+                if checkpoint_now and step < tc.steps:
+                    tracker.flush()  # the records up to this step are on disk before the checkpoint is
+                    _save(conf_dict, model, opt, sampler, noise, step, time.perf_counter() - t_start, run_id,
+                          best_val, run_dir)
+                t_window = time.perf_counter()  # steps/s counts training steps only
+    pbar.close()
+
+    wall = time.perf_counter() - t_start
+    if diverged_at is not None:
+        step = diverged_at
+    summary: dict = {"steps": step, "wall_time_s": wall, "diverged": diverged_at is not None,
+                     "diverged_at": diverged_at, "task": conf.task.name.value, "cell": conf.cell.kind.value,
+                     "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len}
+    if diverged_at is None:
+        # Final model on every split; the test set is only ever read here, never to select a model.
+        n_sub = min(len(splits.train_x), conf.data.val_size)
+        for split, (x, y) in {"train": (splits.train_x[:n_sub], splits.train_y[:n_sub]),
+                              "val": (splits.val_x, splits.val_y), "test": (splits.test_x, splits.test_y)}.items():
+            res = evaluate(model, task, x, y, tc.eval_batch_size, conf.seed + EVAL_NOISE_SEED[split])
+            summary[f"{split}_loss"], summary[f"{split}_acc"] = res["loss"], res["acc"]
+        best_val = max(best_val, summary["val_acc"])
+        summary["best_val_acc"] = best_val
+        tracker.log({f"{s}/{m}": summary[f"{s}_{m}"] for s in ("val", "test") for m in ("loss", "acc")}, step)
+        _save(conf_dict, model, opt, sampler, noise, step, wall, run_id, best_val, run_dir)
+        log.info("done: %d steps, val acc %.4f, test acc %.4f (%s)", step, summary["val_acc"], summary["test_acc"],
+                 run_dir / SUMMARY_NAME)
+    else:
+        for split in ("train", "val", "test"):
+            summary[f"{split}_loss"] = summary[f"{split}_acc"] = None
+    write_json(run_dir / SUMMARY_NAME, summary)
+    tracker.summary(summary)
+    return summary
+
+
+def _save(conf_dict: dict, model: RNNClassifier, opt: torch.optim.Optimizer, sampler: BatchSampler,
+          noise: torch.Generator, step: int, elapsed: float, run_id: str, best_val: float, run_dir: Path) -> None:
+    from mftrnn import __version__
+
+    checkpoint.save_atomic({
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "sampler": sampler.state_dict(),
+        "noise": noise.get_state(), "rng": rng_state(), "run_id": run_id, "elapsed": elapsed, "best_val": best_val,
+        "identity": _identity(conf_dict), "config": conf_dict, "version": __version__,
+    }, run_dir / checkpoint.CKPT_NAME)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mftrnn.conf", config_name="train")
+def main(cfg: DictConfig) -> Optional[float]:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = train(cfg, run_dir)
+    except MftrnnError as exc:
+        print(f"mftrnn train: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    return summary.get("val_acc")  # what a sweeper would optimize

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Here (no GPU): gather what a GPU machine without a package registry needs, in ignored folders.
+#   .whl/   py3.12 x86-64 wheels of hydra-core, omegaconf, antlr4, wandb and their needs, + mftrnn
+#   .carry/ MNIST's four .gz files (unpacked there by scripts/device_setup.sh)
+# The third-party wheels are listed in scripts/device_wheels.txt; fetch them once with
+#   bash scripts/device_prepare.sh --fetch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--fetch" ]; then
+  mkdir -p .whl
+  while read -r req; do
+    [ -z "$req" ] || [ "${req#\#}" != "$req" ] && continue
+    if [ "${req#antlr4}" != "$req" ]; then   # antlr4-python3-runtime is an sdist only: build the wheel here
+      python3 -m pip wheel -q --no-deps -w .whl "$req"
+    else
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "$req"
+    fi
+  done < scripts/device_wheels.txt
+fi
+rm -f .whl/mftrnn-*.whl
+.venv/bin/pip wheel -q --no-deps --no-build-isolation -w .whl . 2>/dev/null
+mkdir -p .carry/MNIST/raw
+cp "${MFTRNN_DATA:-../shared/data}"/MNIST/raw/*.gz .carry/MNIST/raw/
+du -sh .whl .carry
