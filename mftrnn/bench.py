@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
     p.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=50, help="untimed steps first (also the runner's log window)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of (bare, runner, runner non-deterministic)")
     p.add_argument("--pad", type=int, default=800, help="padding steps: T = 28 + pad (default 828)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--hidden", type=int, default=256)
@@ -92,36 +93,43 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
     p.add_argument("overrides", nargs="*", help="extra `mftrnn train` overrides for the runner (e.g. data.root=...)")
     a = p.parse_args(argv)
-    if a.steps < 1 or a.warmup < 1 or a.pad < 0:
-        p.error("--steps and --warmup must be >= 1, --pad >= 0")
+    if a.steps < 1 or a.warmup < 1 or a.rounds < 1 or a.pad < 0:
+        p.error("--steps, --warmup and --rounds must be >= 1, --pad >= 0")
     if a.steps % a.warmup:
         a.steps += a.warmup - a.steps % a.warmup  # whole runner windows
     dev = torch.device(a.device)
     seq_len = 28 + a.pad
     shape = dict(seq_len=seq_len, batch=a.batch, input_size=28, hidden=a.hidden, device=dev)
-    print(f"bench: {a.cell} H={a.hidden}, T={seq_len}, B={a.batch}, {a.steps} timed steps on {dev}", flush=True)
-
-    bare1 = bare_loop(a.cell, a.steps, a.warmup, **shape)
-    run_det = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
-    run_fast = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, False, a.overrides)
-    bare2 = bare_loop(a.cell, a.steps, a.warmup, **shape)
-    bare = statistics.mean([bare1, bare2])
+    print(f"bench: {a.cell} H={a.hidden}, T={seq_len}, B={a.batch}, {a.steps} timed steps x {a.rounds} rounds "
+          f"on {dev}", flush=True)
+    # Interleaved rounds: the GPU's speed drifts between minutes (seen: +-10% on an H100), so
+    # each round's ratio compares measurements taken side by side, and the median ratio is reported.
+    rounds = []
+    for r in range(a.rounds):
+        bare = bare_loop(a.cell, a.steps, a.warmup, **shape)
+        det = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
+        fast = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, False, a.overrides)
+        rounds.append({"bare": bare, "runner": det, "runner_nondeterministic": fast})
+        print(f"round {r + 1}: bare {bare:.2f}, runner {det:.2f} ({det / bare:.3f}), "
+              f"runner non-deterministic {fast:.2f} ({fast / bare:.3f}) steps/s", flush=True)
+    med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+    ratio = statistics.median(x["runner"] / x["bare"] for x in rounds)
+    ratio_fast = statistics.median(x["runner_nondeterministic"] / x["bare"] for x in rounds)
     result = {
         "cell": a.cell, "hidden": a.hidden, "seq_len": seq_len, "batch": a.batch, "steps": a.steps,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "cudnn": torch.backends.cudnn.version() if dev.type == "cuda" else None,
-        "bare_steps_per_s": [bare1, bare2], "runner_steps_per_s": run_det,
-        "runner_nondeterministic_steps_per_s": run_fast, "ratio": run_det / bare,
-        "ratio_nondeterministic": run_fast / bare, "command": "mftrnn bench " + " ".join(sys.argv[1:]),
+        "rounds": rounds, "median_steps_per_s": med, "ratio": ratio, "ratio_nondeterministic": ratio_fast,
+        "command": "mftrnn bench " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'loop':<40} {'steps/s':>9} {'vs bare':>8}")
-    print(f"{'bare nn.' + a.cell.upper() + ' + Adam (1st, 2nd)':<40} {bare1:9.2f} {bare2 / bare1:8.3f}")
-    print(f"{'mftrnn train (deterministic=true)':<40} {run_det:9.2f} {run_det / bare:8.3f}")
-    print(f"{'mftrnn train (deterministic=false)':<40} {run_fast:9.2f} {run_fast / bare:8.3f}")
+    print(f"{'loop (median of ' + str(a.rounds) + ' rounds)':<40} {'steps/s':>9} {'vs bare':>8}")
+    print(f"{'bare nn.' + a.cell.upper() + ' + Adam':<40} {med['bare']:9.2f} {1:8.3f}")
+    print(f"{'mftrnn train (deterministic=true)':<40} {med['runner']:9.2f} {ratio:8.3f}")
+    print(f"{'mftrnn train (deterministic=false)':<40} {med['runner_nondeterministic']:9.2f} {ratio_fast:8.3f}")
     print(f"device: {result['device']}, torch {result['torch']}, cudnn {result['cudnn']}; written to {a.out}")
-    if run_det / bare < 0.9:
+    if ratio < 0.9:
         print("WARNING: the runner is below 90% of the bare loop", file=sys.stderr)
 
 

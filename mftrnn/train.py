@@ -53,22 +53,29 @@ KILL_ENV = "MFTRNN_TEST_KILL_AT_STEP"
 
 
 class BatchSampler:
-    """Epoch-wise shuffled mini-batch indices from a seeded CPU generator; checkpointable."""
+    """Epoch-wise shuffled mini-batch indices; checkpointable.
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n = n
+    The permutation is drawn on the CPU from a seeded generator (the same order on every device)
+    and copied to the device once per epoch, so a training step moves no indices host-to-device.
+    """
+
+    def __init__(self, n: int, seed: int, device: torch.device) -> None:
+        self.n, self.device = n, device
         self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.pos = 0
-        self.epoch = 0
+        self.pos = self.epoch = 0
+        self._new_permutation()
+
+    def _new_permutation(self) -> None:
+        self.perm = torch.randperm(self.n, generator=self.gen)
+        self.perm_dev = self.perm.to(self.device)
 
     def next(self, batch_size: int) -> torch.Tensor:
-        """Indices (B,) of the next batch; a new permutation starts when the current one runs out."""
+        """Indices (B,) of the next batch, on the device; a new permutation starts when one runs out."""
         if self.pos + batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen)
+            self._new_permutation()
             self.pos = 0
             self.epoch += 1
-        idx = self.perm[self.pos:self.pos + batch_size]
+        idx = self.perm_dev[self.pos:self.pos + batch_size]
         self.pos += batch_size
         return idx
 
@@ -78,6 +85,7 @@ class BatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.gen.set_state(state["gen"])
         self.perm, self.pos, self.epoch = state["perm"], state["pos"], state["epoch"]
+        self.perm_dev = self.perm.to(self.device)
 
 
 def build_optimizer(conf: TrainConfig, params) -> torch.optim.Optimizer:
@@ -156,7 +164,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     model.to(device)
     params = list(model.parameters())
     opt = build_optimizer(conf, params)
-    sampler = BatchSampler(len(splits.train_x), seed=conf.seed)
+    sampler = BatchSampler(len(splits.train_x), seed=conf.seed, device=device)
     noise = torch.Generator(device=device).manual_seed(conf.seed + 1)
 
     ckpt_path = run_dir / checkpoint.CKPT_NAME
@@ -219,7 +227,7 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
                 desc=f"{conf.task.name.value} {conf.cell.kind.value}/{conf.init.scheme.value}", file=sys.stderr)
     with logging_redirect_tqdm():
         while step < tc.steps:
-            idx = sampler.next(tc.batch_size).to(device, non_blocking=True)
+            idx = sampler.next(tc.batch_size)
             x = task.sequences(splits.train_x[idx], noise)  # (T, B, n_in), built on the device
             y = splits.train_y[idx]
             logits = model(x)
