@@ -13,6 +13,7 @@ files and faithful rebuilds pass; anything truncated, altered or reordered fails
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 import os
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from torchvision.datasets import CIFAR10, MNIST
 
 from mftrnn.errors import DataError
 from mftrnn.schema import DataConfig, Dataset
+
+log = logging.getLogger(__name__)
 
 # SHA-256 of (pixels as uint8 bytes in torchvision's layout) + (labels as int64 bytes), per split.
 # Computed from ../shared/data (MNIST: the original files, whose MD5s match torchvision's;
@@ -117,6 +120,8 @@ def load_splits(dataset: Dataset, cfg: DataConfig, seed: int = 0) -> Splits:
                             f"(sha256 {digest[:12]}..., expected {CONTENT_SHA256[(dataset, train)][:12]}...): "
                             f"the files are corrupt or not the original dataset. " + _fix_hint(dataset, root))
         arrays[train] = (torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
+    log.info("%s under %s: %d train + %d test examples, content checksums verified", name, root,
+             len(arrays[True][0]), len(arrays[False][0]))
     (xtr, ytr), (xte, yte) = arrays[True], arrays[False]
     if cfg.val_size >= len(xtr):
         raise DataError(f"data.val_size={cfg.val_size} leaves no training data ({name} has {len(xtr)})")

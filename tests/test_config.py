@@ -122,3 +122,24 @@ def test_run_dir_names_leave_out_exactly_the_keys_a_resume_ignores():
     in_path = {"task", "cell", "init", "seed", "experiment"}  # already named by the path itself
     for key in excluded - in_path:
         assert any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS), key
+
+
+def _experiments():
+    from importlib.resources import files
+
+    return sorted(p.name[:-5] for p in files("mftrnn.conf").joinpath("experiment").iterdir() if p.name.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("name", _experiments())
+def test_every_experiment_preset_composes(name):
+    conf = to_objects(compose_train([f"experiment={name}"]))
+    assert conf.experiment_name == name
+
+
+def test_experiment_preset_launches_its_sweep(tmp_path, data_root):
+    res = run_cli("train", "experiment=readme_pad1000", *TINY_RUN, "task.pad=3", "train.steps=2",
+                  "train.log_every=1", "train.ckpt_every=1", "train.eval_every=1", f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr
+    runs = sorted(p.parent.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("summary.json"))
+    assert runs == [f"padded_mnist/{c}-{i}/data.limit=256,model.hidden=16,task.pad=3,train.batch_size=32"
+                    for c in ("gru", "lstm") for i in ("chrono", "standard")]
