@@ -11,6 +11,7 @@ USAGE = """usage: mftrnn <command> [overrides]
 
 commands:
   train    train an LSTM/GRU on a long-sequence task (Hydra app: key=value overrides, -m for sweeps)
+  theory   the mean-field theory: fixed points, time scales, Jacobian spectra, grids (Hydra app)
   bench    steps/s of the runner against a bare cuDNN training loop (see `mftrnn bench --help`)
 
 examples:
@@ -18,6 +19,7 @@ examples:
   mftrnn train -m task.pad=100,1000 init=standard,chrono seed=0,1,2
   mftrnn train --cfg job          # print the composed config
   mftrnn train --help             # config groups and their options
+  mftrnn theory cell=gru init.gates.z.mu=4 theory.simulate=true
 """
 
 
@@ -34,6 +36,8 @@ def main() -> None:
     sys.argv[0] = f"mftrnn {command}"
     if command == "train":
         from mftrnn.train import main as run
+    elif command == "theory":
+        from mftrnn.theory.app import main as run
     elif command == "bench":
         from mftrnn.bench import main as run
     else:

@@ -102,7 +102,7 @@ class _ContentCheckedCIFAR10(CIFAR10):
         return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
 
 
-def load_splits(dataset: Dataset, cfg: DataConfig, seed: int = 0) -> Splits:
+def load_splits(dataset: Dataset, cfg: DataConfig) -> Splits:
     """Load, verify and split a dataset.
 
     Validation: the last `cfg.val_size` examples of the official training set (never the test set).

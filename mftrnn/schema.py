@@ -319,6 +319,97 @@ class TrainConfig:
                      f"{want.__name__} for cell={self.cell.kind.value}")
 
 
+# --------------------------------------------------------------------------- theory
+class GruForm(Enum):
+    reset_after = "reset_after"  # nn.GRU / cuDNN: n = tanh(W x + b + r * (U h + b_hn))
+    reset_before = "reset_before"  # the paper's: n = tanh(W x + U (r * h) + b)
+
+
+class TheoryMethod(Enum):
+    auto = "auto"  # closed forms where exact (GRU, rho = 0), else the population solver
+    closed = "closed"
+    population = "population"
+
+
+@dataclass
+class InputConfig:
+    R: float = 1.0  # per-step input second moment |x|^2 / n_in
+
+    def __post_init__(self) -> None:
+        _non_negative("theory.input.R", self.R)
+
+
+@dataclass
+class GridConfig:
+    """A 2-D slice of hyperparameters: [key, min, max, points], key = init.gates.<gate>.<mu|rho|sigma|nu>
+    or theory.input.R."""
+
+    x: Optional[List[Any]] = None
+    y: Optional[List[Any]] = None
+    c: List[float] = field(default_factory=lambda: [1.0, 3.0, 6.0])  # contours T = c * xi_C
+    T: Optional[int] = None  # the T of the contours; null = theory.steps
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y"):
+            axis = getattr(self, name)
+            if axis is None:
+                continue
+            key = f"theory.grid.{name}"
+            _require(len(axis) == 4, key, axis, "[key, min, max, points]")
+            try:
+                lo, hi, n = float(axis[1]), float(axis[2]), int(axis[3])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}={axis!r} is not allowed: {key} must be [key, min, max, points] "
+                                  f"with numbers for min, max and points") from None
+            _require(n >= 2 and hi > lo, key, axis, "[key, min, max, points] with max > min and points >= 2")
+        _require((self.x is None) == (self.y is None), "theory.grid", [self.x, self.y], "both x and y, or neither")
+
+
+@dataclass
+class SpectrumConfig:
+    points: int = 300  # lambda grid of the densities
+    product_steps: int = 10  # T of the product of Jacobians
+    population: int = 20_000  # samples of the per-unit Jacobian diagonals
+
+
+@dataclass
+class TheoryOptions:
+    gru_form: GruForm = GruForm.reset_after
+    method: TheoryMethod = TheoryMethod.auto
+    steps: int = 100  # T of the two-sequence scenario
+    split: int = 20  # inputs independent for t <= split, identical after
+    input: InputConfig = field(default_factory=InputConfig)
+    population: int = 200_000
+    simulate: bool = False
+    width: int = 1000
+    seeds: int = 2
+    grid: GridConfig = field(default_factory=GridConfig)
+    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, "theory.steps", self.steps, "an integer >= 1")
+        _require(0 <= self.split <= self.steps, "theory.split", self.split, "in [0, theory.steps]")
+        _require(self.population >= 100, "theory.population", self.population, "an integer >= 100")
+        _require(self.width >= 2, "theory.width", self.width, "an integer >= 2")
+        _require(self.seeds >= 1, "theory.seeds", self.seeds, "an integer >= 1")
+
+
+@dataclass
+class TheoryConfig:
+    """The whole configuration of `mftrnn theory` (conf/theory.yaml composes it)."""
+
+    cell: CellConfig = MISSING
+    init: Any = MISSING
+    theory: TheoryOptions = field(default_factory=TheoryOptions)
+    seed: int = 0
+    device: Device = Device.auto
+
+    def __post_init__(self) -> None:
+        _require(self.init.scheme is InitScheme.meanfield, "init", self.init.scheme.value,
+                 "meanfield for `mftrnn theory` (explicit per-gate hyperparameters; init=critical comes "
+                 "with its solver)")
+
+
 # --------------------------------------------------------------------------- registry
 def run_tag(override_dirname: str) -> str:
     """The run-dir component made from a job's overrides (Hydra's `override_dirname`).
@@ -337,6 +428,7 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_train", node=TrainConfig)
+    cs.store(name="base_theory", node=TheoryConfig)
     for name, node in {
         "padded_mnist": PaddedMnistConfig,
         "unrolled_mnist": UnrolledMnistConfig,
@@ -353,7 +445,7 @@ def register_configs() -> None:
     cs.store(group="schema/optim", name="base", node=OptimConfig)
 
 
-def to_objects(cfg: DictConfig) -> TrainConfig:
+def to_objects(cfg: DictConfig) -> Any:
     """Resolve the composed config and turn it into dataclass objects, running every check.
 
     Raises ConfigError (one line, naming the key) on a bad value or a missing mandatory value.
@@ -366,11 +458,11 @@ def to_objects(cfg: DictConfig) -> TrainConfig:
         msg = str(exc).splitlines()[0]
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
-    assert isinstance(obj, TrainConfig)
+    assert isinstance(obj, (TrainConfig, TheoryConfig))
     unknown = _unknown_keys(OmegaConf.to_container(cfg, resolve=False), obj)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]} (added with '+'?); "
-                          f"`mftrnn train --cfg job` lists the keys")
+                          f"`--cfg job` lists the keys")
     return obj
 
 

@@ -1,0 +1,182 @@
+"""The mean-field theory: closed forms against the population solver, against reference values, and
+against simulated untied networks over randomized hyperparameters (docs/theory.md §6)."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from mftrnn.schema import GateHP
+from mftrnn.theory import closed, population
+from mftrnn.theory.closed import Gate, Hyper
+from mftrnn.theory.grid import axis_values, compute_grid
+from mftrnn.theory.simulate import simulate_trajectory
+
+G = Gate
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small float64 linear algebra is fastest single-threaded on 2 shared cores.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gru_c(cell="gru"):
+    return Hyper(cell, {"z": G(mu=0, sigma=.5, nu=.5), "r": G(mu=0, sigma=2, nu=.5), "n": G(mu=0, sigma=1.5, nu=.5)})
+
+
+# ----------------------------------------------------------------------------- reference values
+def test_closed_forms_reproduce_the_notes_reference_values():
+    """shared/notes/theory.md §11, the rows our closed forms reproduce (docs/theory.md §7)."""
+    hp = Hyper("gru_reset_before", {"z": G(mu=2, sigma=.5, nu=.5), "n": G(sigma=2, nu=.5), "r": G(mu=1, sigma=.7, nu=.5)})
+    assert float(closed.fixed_point(hp, 1.0).q_h) == pytest.approx(.0158, abs=5e-5)
+    fp = closed.fixed_point(gru_c(), 1.0)
+    assert float(fp.q_h) == pytest.approx(.0699, abs=5e-5)
+    assert float(closed.m1(gru_c(), fp, 1.0)) == pytest.approx(.3862, abs=5e-5)
+    lstm = Hyper("lstm", {k: G(mu=1.0 if k == "f" else 0.0) for k in "ifgo"})
+    fp = closed.fixed_point(lstm, 1.0)
+    assert float(fp.q_h) == pytest.approx(.0507, abs=2e-4)
+    assert float(closed.m1(lstm, fp, 1.0)) == pytest.approx(.553, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- internal consistency
+@pytest.mark.parametrize("cell", ["gru", "gru_reset_before"])
+def test_m1_is_the_decay_rate_of_one_minus_c(cell):
+    """After the split, (1 - C/Q)(t+1) / (1 - C/Q)(t) -> m_1 (eq. (T15)/(T16)): the closed C map
+    and the Jacobian formula are two independent computations of the same number."""
+    hp = gru_c(cell).with_gate("z", mu=1.0)
+    fp = closed.fixed_point(hp, 1.0)
+    tr = closed.trajectory(hp, 60, 10, 1.0)
+    omc = 1 - tr["c_h"] / np.sqrt(tr["q_h_a"] * tr["q_h_b"])
+    rate = omc[41:51] / omc[40:50]
+    assert np.allclose(rate, float(closed.m1(hp, fp, 1.0)), rtol=2e-3)
+
+
+@pytest.mark.parametrize("cell", ["gru", "gru_reset_before"])
+def test_closed_forms_equal_the_population_solver_at_rho_zero(cell):
+    """Both are exact for the untied GRU with rho = 0; P = 40,000 units: relative error ~ 1/sqrt(P) ~ 0.5%."""
+    hp = gru_c(cell).with_gate("z", mu=1.0)
+    fp = closed.fixed_point(hp, 1.0)
+    pfp = population.fixed_point(hp, 1.0, population=40_000, burn_in=80, average=40)
+    assert pfp["q_h"] == pytest.approx(float(fp.q_h), rel=0.02)
+    growth = population.tangent_growth(hp, 1.0, population=40_000, burn_in=80, steps=60)
+    assert growth == pytest.approx(float(closed.m1(hp, fp, 1.0)), rel=0.02)
+
+
+def test_lstm_closure_is_close_to_the_exact_population():
+    hp = Hyper("lstm", {k: G(mu=1.0 if k == "f" else 0.0) for k in "ifgo"})
+    fp = closed.fixed_point(hp, 1.0)
+    pfp = population.fixed_point(hp, 1.0, population=40_000, burn_in=80, average=40)
+    assert pfp["q_h"] == pytest.approx(float(fp.q_h), rel=0.03)  # closure error here < 1%
+    assert pfp["q_s"] == pytest.approx(float(fp.q_s), rel=0.03)  # (T8) is exact: noise only
+    lam = population.tangent_growth(hp, 1.0, population=40_000, burn_in=80, steps=60)
+    assert lam == pytest.approx(float(closed.m1(hp, fp, 1.0)), rel=0.03)
+
+
+def test_bias_spread_changes_the_exact_answer():
+    """rho > 0: the population solver differs from the closed form that treats rho^2 as variance."""
+    hp = gru_c().with_gate("z", mu=2.0, rho=1.5)
+    closed_q = float(closed.fixed_point(hp, 1.0).q_h)
+    pop_q = population.fixed_point(hp, 1.0, population=40_000, burn_in=150, average=40)["q_h"]
+    assert abs(pop_q - closed_q) / closed_q > 0.05
+
+
+# ----------------------------------------------------------------------------- theory vs networks
+def _random_cases(cell, n, seed):
+    rng = np.random.default_rng(seed)
+    gates = closed.GATES[cell]
+    keep = "f" if cell == "lstm" else "z"
+    for _ in range(n):
+        hp = {k: GateHP(mu=float(rng.uniform(-1, 1)), rho=0.0, sigma=float(rng.uniform(0.3, 1.5)),
+                        nu=float(rng.uniform(0.3, 1.2))) for k in gates}
+        hp[keep].mu = float(rng.uniform(0, 2))  # fast to moderately slow keep gates
+        yield hp
+
+
+@pytest.mark.parametrize("cell,seed", [("gru", 1), ("gru_reset_before", 2), ("lstm", 3)])
+def test_theory_matches_untied_networks_over_random_hyperparameters(cell, seed):
+    """Untied networks of width n = 500, 3 seeds, two random hyperparameter sets per cell.
+
+    Tolerances from the measured spread (docs/theory.md §6): Q_h of one network at one step
+    fluctuates by ~ sqrt(2/n) ~ 6% of itself, so the mean over 3 seeds and the last 20 steps is
+    compared at 6%. 1 - C/Q just after the split varies by ~ 12% between seeds at this width (the
+    two input sequences' finite-n overlap), so its mean over 3 seeds and t = split+1..split+3 is
+    compared at 20% (about 3 standard errors)."""
+    steps, split = 50, 20
+    for gates in _random_cases(cell, 2, seed=seed):
+        hp = Hyper(cell, {k: G(mu=g.mu, rho=g.rho, sigma=g.sigma, nu=g.nu) for k, g in gates.items()})
+        if cell == "lstm":
+            th = population.trajectory(hp, steps, split, 1.0, population=40_000)
+            gap = th["d_h"]
+        else:
+            th = closed.trajectory(hp, steps, split, 1.0)
+            gap = np.sqrt(th["q_h_a"] * th["q_h_b"]) - th["c_h"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            th_omc = gap / np.sqrt(th["q_h_a"] * th["q_h_b"])
+        sims = [simulate_trajectory(cell, gates, "gaussian", 500, steps, split, 1.0, tied=False, seed=s) for s in range(3)]
+        q_sim = np.mean([s.q_h_a for s in sims], axis=0)
+        assert q_sim[-20:].mean() == pytest.approx(th["q_h_a"][-20:].mean(), rel=0.06), gates
+        window = slice(split + 1, split + 4)
+        omc_sim = np.mean([1 - s.c_h[window] / np.sqrt(s.q_h_a[window] * s.q_h_b[window]) for s in sims])
+        assert omc_sim == pytest.approx(th_omc[window].mean(), rel=0.20), gates
+
+
+# ----------------------------------------------------------------------------- grids and the CLI
+def test_grid_is_vectorized_and_fast():
+    hp = Hyper("lstm", {k: G() for k in "ifgo"})
+    x = axis_values(["init.gates.f.mu", -2, 8, 101], "x", "lstm")
+    y = axis_values(["init.gates.f.sigma", 0, 2, 101], "y", "lstm")
+    t0 = time.perf_counter()
+    res = compute_grid(hp, 1.0, x, y)
+    seconds = time.perf_counter() - t0
+    assert res["xi_C"].shape == (101, 101)
+    assert seconds < 3.0  # ~1.3 s measured on 2 idle cores; the margin absorbs a loaded CI machine
+    # memory grows with the forget bias: xi_C increases along x at fixed sigma_f = 0, up to the
+    # edge of chaos (m_1 = 1, xi_C infinite) near mu_f = 6.6 for these hyperparameters
+    row = res["xi_C"][0]
+    finite = np.isfinite(row)
+    assert finite[:80].all() and not finite[-5:].any()
+    assert np.all(np.diff(row[finite]) > 0)
+    assert np.all(np.diff(res["q_h"][0]) > 0)  # one branch of fixed points, no jumps
+    # a point of the grid equals the scalar computation
+    single = Hyper("lstm", {**{k: G() for k in "ifgo"}, "f": G(mu=x[1][30], sigma=y[1][50])})
+    fp = closed.fixed_point(single, 1.0)
+    assert res["m1"][50, 30] == pytest.approx(float(closed.m1(single, fp, 1.0)), rel=1e-6)
+
+
+def test_cli_writes_theory_json_with_grid_and_simulation(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("theory", "cell=gru", "init.gates.z.mu=1", "theory.steps=30", "theory.split=10",
+                  "theory.spectrum.population=2000", "theory.spectrum.points=60", "theory.simulate=true",
+                  "theory.width=64", "theory.seeds=1", "theory.grid.x=[init.gates.z.mu,-1,4,11]",
+                  "theory.grid.y=[init.gates.z.sigma,0,1,6]", "device=cpu", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr
+    d = json.loads((out / "theory.json").read_text())
+    for path in ("fixed_point.Q_h", "xi.Q", "xi.C", "jacobian.m1", "jacobian.m2", "trajectory.t",
+                 "trajectory.Q_h", "trajectory.C_h"):
+        node = d
+        for part in path.split("."):
+            node = node[part]
+        assert node is not None, path
+    assert len(d["trajectory"]["t"]) == 31 and d["method"] == "closed"
+    assert set(d["simulation"]) >= {"tied", "untied"}
+    for f in ("grid.npz", "grid_xi_C.png", "trajectories.png", "spectrum.png"):
+        assert (out / f).exists(), f
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["init=standard"], "meanfield"),
+    (["theory.grid.x=[init.gates.q.mu,0,1,5]", "theory.grid.y=[init.gates.f.mu,0,1,5]"], "not a grid key"),
+    (["theory.split=500"], "theory.split"),
+    (["theory.input.R=-1"], "theory.input.R"),
+])
+def test_cli_bad_theory_input_is_one_clear_error(args, expected, tmp_path):
+    res = run_cli("theory", *args, f"hydra.run.dir={tmp_path}")
+    assert res.returncode != 0 and expected in res.stderr and "Traceback" not in res.stderr
