@@ -367,9 +367,21 @@ class GridConfig:
 
 @dataclass
 class SpectrumConfig:
-    points: int = 300  # lambda grid of the densities
+    density: bool = True  # the density of squared singular values of one Jacobian
+    product: bool = True  # ... and of the product of `product_steps` Jacobians
+    points: int = 200  # lambda grid of the one-step density
     product_steps: int = 10  # T of the product of Jacobians
-    population: int = 20_000  # samples of the per-unit Jacobian diagonals
+    product_points: int = 60  # lambda grid of the product's density
+    product_method: str = "exact"  # exact (block linearization, cost ~ T^2) | free (S-transforms, eq. (T24))
+    population: int = 4000  # samples of the per-unit Jacobian diagonals
+
+    def __post_init__(self) -> None:
+        _require(self.points >= 10, "theory.spectrum.points", self.points, "an integer >= 10")
+        _require(self.product_steps >= 1, "theory.spectrum.product_steps", self.product_steps, "an integer >= 1")
+        _require(self.population >= 100, "theory.spectrum.population", self.population, "an integer >= 100")
+        _require(self.product_method in ("exact", "free"), "theory.spectrum.product_method", self.product_method,
+                 "exact or free")
+        _require(self.product_points >= 10, "theory.spectrum.product_points", self.product_points, "an integer >= 10")
 
 
 @dataclass

@@ -98,7 +98,8 @@ class Tracker:
         if self.run is not None:
             try:
                 for k, v in summary.items():
-                    self.run.summary[k] = _clean(v)
+                    if k != "config":  # W&B has the config already
+                        self.run.summary[k] = _clean(v)
             except Exception as exc:  # noqa: BLE001
                 log.warning("W&B summary failed (%s)", exc)
 
@@ -114,7 +115,7 @@ class Tracker:
 
 def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({k: _clean(v) for k, v in obj.items()}, indent=2) + "\n")
+    tmp.write_text(json.dumps({k: _clean(v) for k, v in obj.items()}, indent=2, default=str) + "\n")
     tmp.replace(path)
 
 

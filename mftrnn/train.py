@@ -148,6 +148,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     conf = to_objects(cfg)  # every check at the door: bad values end here, before any work
     conf_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    done = read_json(run_dir / SUMMARY_NAME) if conf.train.resume is Resume.auto else None
+    if done is not None and _identity(done.get("config", {})) == _identity(conf_dict) and (
+            done.get("diverged") or done.get("steps", -1) >= conf.train.steps):
+        # Finished, or diverged (a result, whose checkpoint predates the divergence): nothing to do.
+        log.info("run already complete (%d steps%s): %s", done["steps"], ", diverged" if done["diverged"] else "",
+                 run_dir / SUMMARY_NAME)
+        return done
     set_determinism(conf.deterministic)  # before CUDA starts
     seed_everything(conf.seed)
     device = pick_device(conf.device)
@@ -180,10 +187,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         step, elapsed, run_id, best_val = state["step"], state["elapsed"], state["run_id"], state["best_val"]
         truncate_metrics(run_dir / METRICS_NAME, step)
         log.info("resumed from %s at step %d", ckpt_path, step)
-        done = read_json(run_dir / SUMMARY_NAME)
-        if done is not None and done.get("steps") == step and (step >= conf.train.steps or done.get("diverged")):
-            log.info("run already complete (%d steps): %s", step, run_dir / SUMMARY_NAME)
-            return done
     else:
         for stale in (run_dir / METRICS_NAME, run_dir / SUMMARY_NAME):
             stale.unlink(missing_ok=True)
@@ -282,7 +285,7 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
         step = diverged_at
     summary: dict = {"steps": step, "wall_time_s": wall, "diverged": diverged_at is not None,
                      "diverged_at": diverged_at, "task": conf.task.name.value, "cell": conf.cell.kind.value,
-                     "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len}
+                     "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len, "config": conf_dict}
     if diverged_at is None:
         # Final model on every split; the test set is only ever read here, never to select a model.
         n_sub = min(len(splits.train_x), conf.data.val_size)

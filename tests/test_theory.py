@@ -154,7 +154,8 @@ def test_grid_is_vectorized_and_fast():
 def test_cli_writes_theory_json_with_grid_and_simulation(tmp_path):
     out = tmp_path / "run"
     res = run_cli("theory", "cell=gru", "init.gates.z.mu=1", "theory.steps=30", "theory.split=10",
-                  "theory.spectrum.population=2000", "theory.spectrum.points=60", "theory.simulate=true",
+                  "theory.spectrum.population=1000", "theory.spectrum.points=40", "theory.spectrum.product_steps=3",
+                  "theory.spectrum.product_points=20", "theory.simulate=true",
                   "theory.width=64", "theory.seeds=1", "theory.grid.x=[init.gates.z.mu,-1,4,11]",
                   "theory.grid.y=[init.gates.z.sigma,0,1,6]", "device=cpu", f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr

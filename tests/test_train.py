@@ -75,6 +75,8 @@ def test_divergence_is_a_result_not_a_crash(tmp_path, data_root):
     assert res.returncode == 0 and "diverged" in res.stderr + res.stdout
     summary = read(tmp_path / "a" / "summary.json")
     assert summary["diverged"] is True and 1 <= summary["diverged_at"] <= 4 and summary["test_acc"] is None
+    again = run_cli("train", *args, f"hydra.run.dir={tmp_path / 'a'}")  # a result: not trained again
+    assert again.returncode == 0 and "already complete" in again.stdout + again.stderr
     res = run_cli("train", *args, "train.fail_on_divergence=true", f"hydra.run.dir={tmp_path / 'b'}")
     assert res.returncode == 3 and "non-finite" in res.stderr and "Traceback" not in res.stderr
 

@@ -128,24 +128,26 @@ def _spectrum(hp: Hyper, conf: TheoryConfig, r_in: float, device: str, out_dir: 
     except NotImplementedError as exc:
         return {"m2": None, "spectrum_note": str(exc)}
     m1_pop, m2 = spectrum.moments(a, b, c, sig, hp.orthogonal)
-    out.update(m2=m2, m1_from_population=m1_pop)
-    hi = max(4 * m2 / max(m1_pop, 1e-12), 4 * m1_pop, 1e-6)
-    lam = np.linspace(hi / sp.points, hi, sp.points)
-    for name, steps in (("one_step", 1), ("product", sp.product_steps)):
-        grid = lam if steps == 1 else _product_grid(m1_pop, m2, steps, sp.points)
-        try:
-            rho = spectrum.density(a, b, c, sig, hp.orthogonal, grid, steps=steps)
-            out[f"density_{name}"] = {"lambda": grid, "rho": rho, "steps": steps}
-        except NotImplementedError as exc:
-            out[f"density_{name}"] = {"note": str(exc), "steps": steps}
+    T = sp.product_steps
+    pm1, pm2 = spectrum.product_moments_exact(a, b, c, sig, hp.orthogonal, T)
+    out.update(m2=m2, m1_from_population=m1_pop, product={"steps": T, "m1": pm1, "m2": pm2})
+    if sp.density:
+        hi = max(4 * m2 / max(m1_pop, 1e-12), 4 * m1_pop, 1e-6)
+        lam = np.linspace(hi / sp.points, hi, sp.points)
+        out["density_one_step"] = {"lambda": lam, "rho": spectrum.density(a, b, c, sig, hp.orthogonal, lam),
+                                   "zero_atom": spectrum.zero_atom(a, b, c, sig, hp.orthogonal), "steps": 1}
+    if sp.product:
+        grid = _product_grid(pm1, pm2, T, sp.product_points)
+        rho = spectrum.density(a, b, c, sig, hp.orthogonal, grid, steps=T, method=sp.product_method)
+        out["density_product"] = {"lambda": grid, "rho": rho, "steps": T, "method": sp.product_method}
     return out
 
 
 def _product_grid(m1: float, m2: float, steps: int, points: int) -> np.ndarray:
-    """A lambda grid for the product of `steps` Jacobians: log-spaced around m1^T."""
-    center = max(m1, 1e-12) ** steps
-    spread = (max(m2, 1e-300) / max(m1, 1e-12) ** 2) ** steps
-    return np.geomspace(center / (10 * spread), center * 10 * spread, points)
+    """A log-spaced lambda grid for the product of `steps` Jacobians, from its exact first two moments:
+    around the mean m1 (= m1_step^T), over a range set by the normalized second moment."""
+    spread = max(m2 / max(m1, 1e-300) ** 2, 1.0 + 1e-6)
+    return np.geomspace(max(m1, 1e-300) / (100 * spread), max(m1, 1e-300) * 10 * spread, points)
 
 
 def _grid(hp: Hyper, conf: TheoryConfig, r_in: float, out_dir: Path) -> dict:

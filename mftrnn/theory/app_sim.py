@@ -102,6 +102,10 @@ def plot_spectra(theory: dict, sim: dict, path: Path) -> None:
                 ax.plot(lam, rho, "k-", label="theory")
         elif "note" in dens:
             ax.text(0.02, 0.95, "theory: " + dens["note"][:80], transform=ax.transAxes, fontsize=6, va="top")
+        if key == "one_step" and "rho" in dens:  # show the support, not the whole lambda grid
+            rho = np.asarray(dens["rho"], float)
+            lam = np.asarray(dens["lambda"], float)
+            ax.set_xlim(0, 1.1 * lam[rho > 1e-3 * rho.max()].max())
         ax.set_xlabel("squared singular value" if key == "one_step" else "log10 squared singular value")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)

@@ -101,7 +101,12 @@ def _candidate_functions(u: Array) -> list[Array]:
     return [t, t2, d2, 4 * d2 * (5 * t2 - 1)]
 
 
-def _reset_after_candidate(hp: Hyper, q: Array, r_in: Array, n: int = N2):
+def _tanh_pair(u: Array) -> list[Array]:
+    t = np.tanh(u)
+    return [t, t * t]
+
+
+def _reset_after_candidate(hp: Hyper, q: Array, r_in: Array, n: int = N2, full: bool = True):
     """Moments of the reset-after candidate u_n = a + r g, eq. (T13): a ~ N(mu_n, nu_n^2 R + rho_n^2),
     g = U_n h ~ N(0, v_g = sigma_n^2 Q), r = sigmoid(u_r). Given r, u_n ~ N(mu_n, v_a + r^2 v_g): a 2-D
     rule over (u_r, eps). Returns <tanh>, <tanh^2>, E[r^2 tanh'^2] and the reset-path term of (T16),
@@ -117,12 +122,15 @@ def _reset_after_candidate(hp: Hyper, q: Array, r_in: Array, n: int = N2):
     v_a = np.asarray(gn.nu ** 2 * r_in + gn.rho ** 2, float)[..., None]
     cheb = (1 - np.cos(np.pi * (np.arange(_K) + 0.5) / _K)) / 2  # (K,)
     mu_n = np.broadcast_to(np.asarray(gn.mu, float)[..., None], np.broadcast_shapes(v_a.shape, v_g.shape, (_K,)))
-    at_nodes = expect_many(_candidate_functions, mu_n, v_a + v_g * cheb)  # each (..., K)
+    at_nodes = expect_many(_candidate_functions if full else _tanh_pair, mu_n, v_a + v_g * cheb)  # each (..., K)
     # barycentric weights of Chebyshev points of the first kind: (-1)^k sin((2k+1) pi / 2K)
     bary = (-1.0) ** np.arange(_K) * np.sin((2 * np.arange(_K) + 1) * np.pi / (2 * _K))
     terms = bary / (rr[..., :, None] ** 2 - cheb)  # (..., n_r, K); r^2 never hits a node exactly
     terms /= terms.sum(-1, keepdims=True)
-    e_t, e_t2, e_s2, e_phi2 = (np.einsum("...ik,...k->...i", terms, f) for f in at_nodes)  # (..., n_r)
+    inner = [np.einsum("...ik,...k->...i", terms, f) for f in at_nodes]  # each (..., n_r)
+    if not full:  # the length map needs only <tanh>_n and <tanh^2>_n
+        return inner[0] @ w, inner[1] @ w
+    e_t, e_t2, e_s2, e_phi2 = inner
     reset_path = (dr2 * (v_g * e_s2 + rr ** 2 * v_g ** 2 * e_phi2)) @ w
     return e_t @ w, e_t2 @ w, (rr ** 2 * e_s2) @ w, reset_path
 
@@ -131,8 +139,7 @@ def _candidate(hp: Hyper, q: Array, r_in: Array):
     """<tanh>_n and <tanh^2>_n of the GRU candidate for either form."""
     gn = hp.g("n")
     if hp.cell == "gru":
-        t, t2, _, _ = _reset_after_candidate(hp, q, r_in)
-        return t, t2
+        return _reset_after_candidate(hp, q, r_in, full=False)
     _, r2, _ = _sig_moments(hp, "r", q, r_in)
     # reset-before, eq. (T4): U_n sees r * h, whose second moment is <r^2> Q under untied weights
     t, t2, _ = _tanh_moments(gn.mu, gn.sigma ** 2 * r2 * q + gn.nu ** 2 * r_in + gn.rho ** 2)
@@ -413,6 +420,9 @@ def length_slope(hp: Hyper, fp: FixedPoint, r_in: Array, h: float = 1e-7) -> Arr
     if hp.cell == "lstm":
         x0 = [fp.m_s, fp.q_s, fp.q_h]
         step = lambda x: lstm_step(hp, x[0], x[1], x[2], r_in)  # noqa: E731
+    elif np.all(np.abs(fp.m_h) < 1e-12):  # <tanh>_n = 0: the mean's mode never reaches Q_h
+        dq = np.maximum(1e-7 * fp.q_h, 1e-9)
+        return np.abs((gru_step(hp, fp.m_h, fp.q_h + dq, r_in)[1] - gru_step(hp, fp.m_h, fp.q_h, r_in)[1]) / dq)
     else:
         x0 = [fp.m_h, fp.q_h]
         step = lambda x: gru_step(hp, x[0], x[1], r_in)  # noqa: E731
