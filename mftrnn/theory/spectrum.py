@@ -277,32 +277,38 @@ def _finish(law: _Law, zeta: complex, w: complex, x: np.ndarray, Jm: np.ndarray)
     return _Sol(complex(zeta), x, complex(s), complex(ds), complex(psi), complex(-w * G1))
 
 
-def _newton(law: _Law, zeta: complex, x0: np.ndarray) -> _Sol | None:
-    """Newton's method for (S1) at zeta from x0; None if it does not converge to the physical branch."""
-    w = np.sqrt(complex(zeta))  # principal root: first quadrant for zeta in the upper half-plane
+def _newton_solve(residual_jacobian: Callable[[np.ndarray], tuple], x0: np.ndarray):
+    """Newton's method on F(x) = 0 from x0, with a componentwise relative step test (alpha, beta ~ 1/|w|
+    can be much smaller than phi ~ 1). Returns (x, Jacobian at the last step), or None on failure.
+
+    Near zeta = 0 the Jacobian is nearly singular (at w = 0, alpha -> alpha t, beta -> beta / t is a
+    symmetry when A = 0), so rounding noise can stay above the tolerance: a stalled tiny step is accepted.
+    """
     x = np.array(x0, dtype=complex)
     last = np.inf
     for _ in range(_NEWTON_MAXIT):
-        F, Jm = _residual_jacobian(law, w, x)
         try:
+            F, Jm = residual_jacobian(x)[:2]
             step = np.linalg.solve(Jm, -F)
         except np.linalg.LinAlgError:
             return None
         if not np.all(np.isfinite(step)):
             return None
         x = x + step
-        # componentwise relative test: alpha, beta ~ 1/|w| can be much smaller than phi ~ 1
         rel = np.max(np.abs(step) / np.maximum(np.abs(x), 1e-300))
-        if rel <= _NEWTON_TOL:
-            return _finish(law, zeta, w, x, Jm)
-        # Near zeta = 0 the Jacobian is nearly singular (at w = 0, alpha -> alpha t, beta -> beta / t is a
-        # symmetry when A = 0), so rounding noise can stay above the tolerance: accept a stalled tiny step.
-        if rel < 1e-7 and rel > 0.5 * last:
-            return _finish(law, zeta, w, x, Jm)
+        if rel <= _NEWTON_TOL or (rel < 1e-7 and rel > 0.5 * last):
+            return x, Jm
         last = rel
         if np.max(np.abs(x)) > 1e30:
             return None
     return None
+
+
+def _newton(law: _Law, zeta: complex, x0: np.ndarray) -> _Sol | None:
+    """Newton's method for (S1) at zeta from x0; None if it does not converge to the physical branch."""
+    w = np.sqrt(complex(zeta))  # principal root: first quadrant for zeta in the upper half-plane
+    found = _newton_solve(lambda x: _residual_jacobian(law, w, x), x0)
+    return None if found is None else _finish(law, zeta, w, *found)
 
 
 def _damped_fixed_point(law: _Law, zeta: complex, x0: np.ndarray, damping: float = 0.5,
@@ -702,24 +708,8 @@ class _ExactProduct(_Continuation):
 
     def _newton(self, zeta: complex, x0: np.ndarray) -> _XSol | None:
         w = np.sqrt(complex(zeta))
-        x = np.array(x0, dtype=complex)
-        last = np.inf
-        for _ in range(_NEWTON_MAXIT):
-            try:
-                F, Jm, _ = self._residual_jacobian(w, x)
-                step = np.linalg.solve(Jm, -F)
-            except np.linalg.LinAlgError:
-                return None
-            if not np.all(np.isfinite(step)):
-                return None
-            x = x + step
-            rel = np.max(np.abs(step) / np.maximum(np.abs(x), 1e-300))
-            if rel <= _NEWTON_TOL or (rel < 1e-7 and rel > 0.5 * last):  # converged / stalled at rounding
-                return self._finish(zeta, w, x)
-            last = rel
-            if np.max(np.abs(x)) > 1e30:
-                return None
-        return None
+        found = _newton_solve(lambda x: self._residual_jacobian(w, x), x0)
+        return None if found is None else self._finish(zeta, w, found[0])
 
     def step(self, zeta: complex, prev: _XSol) -> _XSol | None:
         if not zeta.imag > 0:
