@@ -1,4 +1,6 @@
 """Errors that end a command with one clear line instead of a traceback."""
+import sys
+from typing import Any, Callable
 
 
 class MftrnnError(Exception):
@@ -19,3 +21,13 @@ class DivergedError(MftrnnError):
     """The loss became non-finite and train.fail_on_divergence=true."""
 
     exit_code = 3
+
+
+def run_or_exit(command: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args); an MftrnnError becomes one line on stderr and SystemExit(its exit code), no traceback.
+    (Raised inside a Hydra app, SystemExit passes Hydra's error reporting, which would print a traceback.)"""
+    try:
+        return fn(*args)
+    except MftrnnError as exc:
+        print(f"mftrnn {command}: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None

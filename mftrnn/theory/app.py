@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -16,9 +15,9 @@ from typing import Optional
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mftrnn.errors import MftrnnError
+from mftrnn.errors import run_or_exit
 from mftrnn.schema import CellKind, GruForm, TheoryConfig, TheoryMethod, register_configs, to_objects
 from mftrnn.seeding import pick_device
 from mftrnn.theory import closed, population
@@ -168,10 +167,5 @@ def _grid(hp: Hyper, conf: TheoryConfig, r_in: float, out_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="pkg://mftrnn.conf", config_name="theory")
 def main(cfg: DictConfig) -> Optional[float]:
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        res = run_theory(cfg, out_dir)
-    except MftrnnError as exc:
-        print(f"mftrnn theory: error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+    res = run_or_exit("theory", run_theory, cfg, Path(HydraConfig.get().runtime.output_dir))
     return res["xi"]["C"]
