@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ValidationError
 
 from conftest import TINY_RUN, compose_train, run_cli
 from mftrnn.errors import ConfigError

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from mftrnn.theory.quadrature import bivariate_points, dsig, dtanh, expect_many, gaussian_points, nodes, sig
+from mftrnn.theory.quadrature import bivariate_points, dsig, dtanh, expect_many, gaussian_points, sig
 
 Array = np.ndarray
 CELLS = ("lstm", "gru", "gru_reset_before")
@@ -116,9 +116,8 @@ def _reset_after_candidate(hp: Hyper, q: Array, r_in: Array, n: int = N2, full: 
     ur, w = gaussian_points(gr.mu, hp.var("r", q, r_in), n)  # (..., n)
     rr, dr2 = sig(ur), dsig(ur) ** 2
     v_g = np.asarray(gn.sigma ** 2 * q, float)[..., None]
-    vn = np.asarray(gn.nu ** 2 * r_in + gn.rho ** 2, float)[..., None] + rr ** 2 * v_g  # (..., n_r)
     # The inner expectations depend on r only through v(r) = v_a + r^2 v_g, smoothly: evaluate them
-    # at K Chebyshev points of r^2 in [0, 1] and interpolate to the n_r nodes (Lagrange), K << n_r.
+    # at K Chebyshev points of r^2 in [0, 1] and interpolate to the n_r nodes (barycentric), K << n_r.
     v_a = np.asarray(gn.nu ** 2 * r_in + gn.rho ** 2, float)[..., None]
     cheb = (1 - np.cos(np.pi * (np.arange(_K) + 0.5) / _K)) / 2  # (K,)
     mu_n = np.broadcast_to(np.asarray(gn.mu, float)[..., None], np.broadcast_shapes(v_a.shape, v_g.shape, (_K,)))
