@@ -438,6 +438,9 @@ def run_tag(override_dirname: str) -> str:
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore under `schema/...` (never as group choices)."""
     OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)
+    from mftrnn.gpus import gpu_count  # `hydra/launcher=gpus`: n_jobs = ${mftrnn_gpus:}
+
+    OmegaConf.register_new_resolver("mftrnn_gpus", gpu_count, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_train", node=TrainConfig)
     cs.store(name="base_theory", node=TheoryConfig)

@@ -29,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from mftrnn import checkpoint
 from mftrnn.data import Splits, load_splits
 from mftrnn.errors import ConfigError, DivergedError, run_or_exit
+from mftrnn.gpus import pin_for_hydra_job
 from mftrnn.inits import effective_gate_biases, initialize
 from mftrnn.models import RNNClassifier
 from mftrnn.schema import OptimName, Resume, TrainConfig, register_configs, to_objects
@@ -320,5 +321,7 @@ def _save(conf_dict: dict, model: RNNClassifier, opt: torch.optim.Optimizer, sam
 
 @hydra.main(version_base="1.3", config_path="pkg://mftrnn.conf", config_name="train")
 def main(cfg: DictConfig) -> Optional[float]:
-    summary = run_or_exit("train", train, cfg, Path(HydraConfig.get().runtime.output_dir))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    pin_for_hydra_job(run_dir)  # hydra/launcher=gpus: this worker's own GPU, before CUDA starts
+    summary = run_or_exit("train", train, cfg, run_dir)
     return summary.get("val_acc")  # what a sweeper would optimize

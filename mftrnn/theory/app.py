@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mftrnn.errors import run_or_exit
+from mftrnn.gpus import pin_for_hydra_job
 from mftrnn.schema import CellKind, GruForm, TheoryConfig, TheoryMethod, register_configs, to_objects
 from mftrnn.seeding import pick_device
 from mftrnn.theory import closed, population
@@ -167,5 +168,7 @@ def _grid(hp: Hyper, conf: TheoryConfig, r_in: float, out_dir: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="pkg://mftrnn.conf", config_name="theory")
 def main(cfg: DictConfig) -> Optional[float]:
-    res = run_or_exit("theory", run_theory, cfg, Path(HydraConfig.get().runtime.output_dir))
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    pin_for_hydra_job(out_dir)  # hydra/launcher=gpus: this worker's own GPU, before CUDA starts
+    res = run_or_exit("theory", run_theory, cfg, out_dir)
     return res["xi"]["C"]
