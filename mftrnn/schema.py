@@ -331,12 +331,28 @@ class TheoryMethod(Enum):
     population = "population"
 
 
+class TheoryWeights(Enum):
+    untied = "untied"  # the paper's mean field: recurrent weights as if redrawn every step
+    tied = "tied"  # one weight matrix at every step, as real networks (docs/theory.md §7)
+
+
+class InputSource(Enum):
+    scenario = "scenario"  # i.i.d. Gaussian inputs of second moment R, independent up to the split
+    task = "task"  # two real examples of the configured task (theory/input=task)
+
+
 @dataclass
 class InputConfig:
-    R: float = 1.0  # per-step input second moment |x|^2 / n_in
+    """The two input sequences (conf/theory/input/<source>.yaml)."""
+
+    source: InputSource = InputSource.scenario
+    R: float = 1.0  # scenario: per-step input second moment |x|^2 / n_in
+    examples: List[int] = field(default_factory=lambda: [0, 1])  # task: two indices into the test split
 
     def __post_init__(self) -> None:
         _non_negative("theory.input.R", self.R)
+        _require(len(self.examples) == 2 and self.examples[0] != self.examples[1] and min(self.examples) >= 0,
+                 "theory.input.examples", list(self.examples), "two different test-set indices >= 0")
 
 
 @dataclass
@@ -348,6 +364,8 @@ class GridConfig:
     y: Optional[List[Any]] = None
     c: List[float] = field(default_factory=lambda: [1.0, 3.0, 6.0])  # contours T = c * xi_C
     T: Optional[int] = None  # the T of the contours; null = theory.steps
+    population: int = 2000  # units per grid point of the tied theory's memory horizon
+    chunk_gb: float = 4.0  # device memory for the tied theory's grid points at once
 
     def __post_init__(self) -> None:
         for name in ("x", "y"):
@@ -362,6 +380,8 @@ class GridConfig:
                 raise ConfigError(f"{key}={axis!r} is not allowed: {key} must be [key, min, max, points] "
                                   f"with numbers for min, max and points") from None
             _require(n >= 2 and hi > lo, key, axis, "[key, min, max, points] with max > min and points >= 2")
+        _require(self.population >= 100, "theory.grid.population", self.population, "an integer >= 100")
+        _require(self.chunk_gb > 0, "theory.grid.chunk_gb", self.chunk_gb, "a number > 0")
         _require((self.x is None) == (self.y is None), "theory.grid", [self.x, self.y], "both x and y, or neither")
 
 
@@ -387,11 +407,13 @@ class SpectrumConfig:
 @dataclass
 class TheoryOptions:
     gru_form: GruForm = GruForm.reset_after
-    method: TheoryMethod = TheoryMethod.auto
+    weights: TheoryWeights = TheoryWeights.untied
+    method: TheoryMethod = TheoryMethod.auto  # of the untied theory
     steps: int = 100  # T of the two-sequence scenario
     split: int = 20  # inputs independent for t <= split, identical after
     input: InputConfig = field(default_factory=InputConfig)
-    population: int = 200_000
+    population: Optional[int] = None  # units of the population solvers; null: 200,000 untied, 20,000 tied
+    horizon_eps: float = 1e-2  # memory horizon: 1 - C/Q below horizon_eps x its value at the split
     simulate: bool = False
     width: int = 1000
     seeds: int = 2
@@ -401,7 +423,9 @@ class TheoryOptions:
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "theory.steps", self.steps, "an integer >= 1")
         _require(0 <= self.split <= self.steps, "theory.split", self.split, "in [0, theory.steps]")
-        _require(self.population >= 100, "theory.population", self.population, "an integer >= 100")
+        _require(self.population is None or self.population >= 100, "theory.population", self.population,
+                 "null or an integer >= 100")
+        _require(0 < self.horizon_eps < 1, "theory.horizon_eps", self.horizon_eps, "a number in (0, 1)")
         _require(self.width >= 2, "theory.width", self.width, "an integer >= 2")
         _require(self.seeds >= 1, "theory.seeds", self.seeds, "an integer >= 1")
 
@@ -413,6 +437,8 @@ class TheoryConfig:
     cell: CellConfig = MISSING
     init: Any = MISSING
     theory: TheoryOptions = field(default_factory=TheoryOptions)
+    task: Any = None  # the task whose examples theory/input=task feeds (a TaskConfig subclass)
+    data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     device: Device = Device.auto
 
@@ -420,6 +446,13 @@ class TheoryConfig:
         _require(self.init.scheme is InitScheme.meanfield, "init", self.init.scheme.value,
                  "meanfield for `mftrnn theory` (explicit per-gate hyperparameters; init=critical comes "
                  "with its solver)")
+
+    @property
+    def population(self) -> int:
+        """theory.population, or its default for the theory in use."""
+        if self.theory.population is not None:
+            return self.theory.population
+        return 20_000 if self.theory.weights is TheoryWeights.tied else 200_000
 
 
 # --------------------------------------------------------------------------- registry

@@ -12,9 +12,10 @@ from mftrnn.theory.closed import Hyper
 log = logging.getLogger(__name__)
 
 
-def simulate_all(hp: Hyper, conf: TheoryConfig, theory: dict, device: str, out_dir: Path) -> dict:
+def simulate_all(hp: Hyper, conf: TheoryConfig, theory: dict, device: str, out_dir: Path, inputs=None) -> dict:
     """Tied and untied networks of width theory.width, theory.seeds seeds each: the two-sequence
-    trajectories (mean over seeds) and the Jacobian spectra (first seed)."""
+    trajectories (mean over seeds) and the Jacobian spectra (first seed). `inputs` (T, 2, n_in): the
+    two task sequences of theory/input=task (else the scenario's)."""
     from mftrnn.theory.simulate import jacobian_spectra, simulate_trajectory
 
     th = conf.theory
@@ -24,7 +25,8 @@ def simulate_all(hp: Hyper, conf: TheoryConfig, theory: dict, device: str, out_d
     for tied in (True, False):
         name = "tied" if tied else "untied"
         runs = [simulate_trajectory(hp.cell, gates, recurrent, th.width, th.steps, th.split, th.input.R,
-                                    tied=tied, seed=conf.seed + s, device=device) for s in range(th.seeds)]
+                                    tied=tied, seed=conf.seed + s, device=device, inputs=inputs)
+                for s in range(th.seeds)]
         q = np.mean([r.q_h_a for r in runs], axis=0)
         qb = np.mean([r.q_h_b for r in runs], axis=0)
         c = np.mean([r.c_h for r in runs], axis=0)
@@ -57,9 +59,14 @@ def plot_trajectories(theory: dict, sim: dict, path: Path) -> None:
     tr = theory["trajectory"]
     t = np.asarray(tr["t"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    ax1.plot(t, tr["Q_h"], "k-", label=f"theory ({theory['method']})")
+    label = f"{theory['weights']} theory" + (f" ({theory['method']})" if theory['weights'] == "untied" else "")
+    ax1.plot(t, tr["Q_h"], "k-", label=label)
     omc = np.asarray(tr["one_minus_c"], float)
-    ax2.semilogy(t, np.clip(omc, 1e-16, None), "k-", label="theory")
+    ax2.semilogy(t, np.clip(omc, 1e-16, None), "k-", label=label)
+    if "trajectory_untied" in theory:  # theory.weights=tied: the paper's theory beside it
+        tu = theory["trajectory_untied"]
+        ax1.plot(t, tu["Q_h"], "k:", label="untied theory")
+        ax2.semilogy(t, np.clip(np.asarray(tu["one_minus_c"], float), 1e-16, None), "k:", label="untied theory")
     for name, style in (("untied", "o"), ("tied", "x")):
         if name in sim:
             ax1.plot(t, sim[name]["Q_h"], style, ms=3, label=f"{name} net (n={sim['width']})")

@@ -13,7 +13,7 @@ whose exact counterpart is the population solver (mftrnn/theory/population.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -347,21 +347,48 @@ def _lstm_two_step(hp: Hyper, st: TwoState, r_a, r_b, r_ab) -> TwoState:
                     c=oab * ((ta * tb) @ w), ms_a=ms_a, qs_a=qs_a, ms_b=ms_b, qs_b=qs_b, cs=cs)
 
 
-def trajectory(hp: Hyper, steps: int, split: int, r_in: float) -> dict[str, Array]:
+def trajectory(hp: Hyper, steps: int, split: int, r_in: Array,
+               inputs: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> dict[str, Array]:
     """The two-sequence scenario from the zero state: inputs independent (overlap 0) for t <= split,
-    identical after; returns t, Q_h (both sequences), C_h and, for the LSTM, Q_s and C_s, t = 0..T."""
+    identical after; returns t, Q_h (both sequences), C_h and, for the LSTM, Q_s and C_s, t = 0..T.
+
+    `inputs` = (R_a, R_b, R_ab), each of length `steps`, replaces the scenario by given per-step input
+    moments (|x_a|^2/n, |x_b|^2/n, x_a.x_b/n: real task sequences). Hyperparameters (and r_in) may be
+    arrays (a grid): every output is then (T+1, *grid)."""
     st = TwoState(*(np.zeros(()) for _ in range(5)))
     rows = [st]
     for t in range(1, steps + 1):
-        r_ab = 0.0 if t <= split else r_in
-        st = two_step(hp, st, r_in, r_in, r_ab)
+        if inputs is None:
+            r_a = r_b = r_in
+            r_ab = 0.0 if t <= split else r_in
+        else:
+            r_a, r_b, r_ab = (float(v[t - 1]) for v in inputs)
+        st = two_step(hp, st, r_a, r_b, r_ab)
         rows.append(st)
-    out = {"t": np.arange(steps + 1), "q_h_a": np.array([float(s.q_a) for s in rows]),
-           "q_h_b": np.array([float(s.q_b) for s in rows]), "c_h": np.array([float(s.c) for s in rows])}
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (rows[-1].q_a, rows[-1].q_b, rows[-1].c)))
+    col = lambda name: np.stack([np.broadcast_to(np.asarray(getattr(r, name), float), shape) for r in rows])  # noqa: E731
+    out = {"t": np.arange(steps + 1), "q_h_a": col("q_a"), "q_h_b": col("q_b"), "c_h": col("c")}
     if hp.cell == "lstm":
-        out["q_s_a"] = np.array([float(s.qs_a) for s in rows])
-        out["c_s"] = np.array([float(s.cs) for s in rows])
+        out["q_s_a"] = col("qs_a")
+        out["c_s"] = col("cs")
     return out
+
+
+def memory_horizon(one_minus_c: Array, split: int, eps: float) -> Array:
+    """Steps after the split until the two sequences can no longer be told apart: the first
+    tau >= 1 with (1 - C/Q)(split + tau) < eps * (1 - C/Q)(split), eq. (T29); NaN where that never
+    happens within the trajectory (the horizon is then longer than T - split) or where 1 - C/Q is
+    0 at the split. one_minus_c: (T+1, *grid), index = step. Does not assume exponential decay."""
+    d = np.asarray(one_minus_c, float)
+    if not 0 <= split < d.shape[0]:
+        raise ValueError(f"split={split} must be a step of the trajectory (0..{d.shape[0] - 1})")
+    at_split = d[split]
+    after = d[split + 1:]
+    with np.errstate(invalid="ignore"):
+        below = after < eps * at_split  # (T - split, *grid)
+    found = below.any(axis=0) & (at_split > 0)
+    tau = np.argmax(below, axis=0) + 1.0
+    return np.where(found, tau, np.nan)
 
 
 # ----------------------------------------------------------------------------- time scales and m_1

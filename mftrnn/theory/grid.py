@@ -1,14 +1,17 @@
-"""Hyperparameter grids: the closed-form theory over a 2-D slice, and its heat map (docs/theory.md §5)."""
+"""Hyperparameter grids over a 2-D slice, with heat maps: the closed-form theory's time scales
+(docs/theory.md §5), and the memory horizon of the untied (closed forms) and tied (batched
+population, on the GPU when there is one) theories (§7)."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from mftrnn.errors import ConfigError
-from mftrnn.theory.closed import GATES, Hyper, fixed_point, length_slope, m1, xi
+from mftrnn.theory.closed import GATES, Gate, Hyper, fixed_point, length_slope, m1, memory_horizon, xi
 
 AXIS_KEY = re.compile(r"^init\.gates\.(\w+)\.(mu|rho|sigma|nu)$")
 
@@ -35,13 +38,103 @@ def _set(hp: Hyper, r_in, key: str, values: np.ndarray):
 def compute_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Q_h*, m_1, xi_C = -1/ln m_1 and xi_Q on the grid; arrays are (len(y), len(x))."""
     (kx, vx), (ky, vy) = x, y
-    hp, r = _set(hp, r_in, kx, vx[None, :])
-    hp, r = _set(hp, r, ky, vy[:, None])
-    r = np.broadcast_to(np.asarray(r, float), (len(vy), len(vx)))
+    hp, r = _grid_hyper(hp, r_in, x, y)
     fp = fixed_point(hp, r)
     lam = m1(hp, fp, r)
     slope = length_slope(hp, fp, r)
     return {"x": vx, "y": vy, "q_h": fp.q_h, "m1": lam, "xi_C": xi(lam), "xi_Q": xi(slope)}
+
+
+def _grid_hyper(hp: Hyper, r_in, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> tuple[Hyper, np.ndarray]:
+    (kx, vx), (ky, vy) = x, y
+    hp, r = _set(hp, r_in, kx, vx[None, :])
+    hp, r = _set(hp, r, ky, vy[:, None])
+    return hp, np.broadcast_to(np.asarray(r, float), (len(vy), len(vx)))
+
+
+def _scaled_inputs(hp: Hyper, r: np.ndarray, r_ref: float) -> Hyper:
+    """Input second moment R on a grid, for the tied solver whose features are shared by the grid:
+    the input field is nu * (eps . X), so R -> R' is nu -> nu sqrt(R'/R) for every gate."""
+    if np.all(r == r_ref):
+        return hp
+    f = np.sqrt(r / r_ref)
+    return replace(hp, gates={k: replace(g, nu=g.nu * f) for k, g in hp.gates.items()})
+
+
+def horizon_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray], features,
+                 split: int, eps: float, with_tied: bool = True, population: int = 2000, seed: int = 0,
+                 device=None, chunk_gb: float = 4.0, task_inputs: bool = False) -> dict[str, np.ndarray]:
+    """The memory horizon (eq. (T29)) on the grid, (len(y), len(x)) arrays, NaN where it is longer
+    than steps - split: `horizon_untied` and, with `with_tied`, `horizon_tied`. Both come from the
+    batched population of mftrnn.theory.tied (untied: fresh fields at every step; the same units'
+    noise for every grid point and both theories), `population` units per point, as many points at
+    once as fit in chunk_gb of memory. features: (S, T, d) inputs (scenario_features at r_in, or
+    task sequences); a theory.input.R axis scales them (scenario only)."""
+    import torch
+
+    from mftrnn.theory import tied
+
+    if task_inputs and "theory.input.R" in (x[0], y[0]):
+        raise ConfigError("theory.input.R is a grid key of the scenario inputs, not of theory/input=task")
+    ghp, r = _grid_hyper(hp, r_in, x, y)
+    ghp = _scaled_inputs(ghp, r, r_in)
+    shape, n = r.shape, r.size
+    flat = {k: {a: np.broadcast_to(np.asarray(getattr(g, a), float), shape).ravel() for a in ("mu", "rho", "sigma", "nu")}
+            for k, g in ghp.gates.items()}
+    n_seq, steps, d = features.shape
+    per_point = (tied.memory_bytes(hp.cell, steps, n_seq, population, batch=2, features_dim=d)
+                 - tied.memory_bytes(hp.cell, steps, n_seq, population, batch=1, features_dim=d))
+    chunk = int(max(1, min(n, chunk_gb * 1e9 // max(per_point, 1))))
+    out = {"x": x[1], "y": y[1], "steps": steps, "split": split, "population": population, "chunk": chunk}
+    for name, is_tied in (("untied", False),) + ((("tied", True),) if with_tied else ()):
+        omc = np.empty((steps + 1, n))
+        t0 = time.perf_counter()
+        for lo in range(0, n, chunk):
+            sl = slice(lo, min(n, lo + chunk))
+            part = replace(ghp, gates={k: Gate(**{a: v[sl] for a, v in g.items()}) for k, g in flat.items()})
+            res = tied.trajectory(part, features, population, seed, device, tied=is_tied)
+            omc[:, sl] = res["d_h"] / np.sqrt(np.maximum(res["q_h_a"] * res["q_h_b"], 1e-300))
+        if device is not None and str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        out[f"seconds_{name}"] = time.perf_counter() - t0
+        out[f"horizon_{name}"] = memory_horizon(omc.reshape((steps + 1,) + shape), split, eps)
+    return out
+
+
+def plot_horizon(res: dict, x_key: str, y_key: str, level: float, out: Path, title: str = "") -> Path:
+    """Heat map of log10 of the memory horizon (tied theory where computed, else untied; beyond the
+    trajectory shown as its end), with the contour horizon = `level` of each theory: the regions
+    predicted to remember for `level` steps (tied: solid, untied: dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cap = float(res["steps"] - res["split"])
+    main = "horizon_tied" if "horizon_tied" in res else "horizon_untied"
+    shown = lambda h: np.log10(np.clip(np.where(np.isnan(h), cap, h), 1, None))  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    mesh = ax.pcolormesh(res["x"], res["y"], shown(res[main]), shading="auto", cmap="viridis", vmin=0,
+                         vmax=np.log10(cap))
+    fig.colorbar(mesh, ax=ax, label=f"log10 memory horizon, {main.split('_')[1]} theory (steps; top = >= {cap:g})")
+    handles = []
+    for key, style, color in (("horizon_tied", "-", "white"), ("horizon_untied", "--", "tab:red")):
+        if key in res:
+            z = shown(res[key])
+            if z.min() < np.log10(level) < z.max():
+                ax.contour(res["x"], res["y"], z, levels=[np.log10(level)], colors=color, linestyles=style)
+            handles.append(plt.Line2D([], [], color=color, linestyle=style,
+                                      label=f"{key.split('_')[1]}: horizon = {level:g}"))
+    ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.6)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    ax.set_title(title or f"memory horizon; contours at {level:g} steps", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def plot_grid(res: dict, x_key: str, y_key: str, T: int, cs: list[float], out: Path, title: str = "") -> Path:

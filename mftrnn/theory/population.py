@@ -135,13 +135,18 @@ class PopulationSolver:
 
 
 def trajectory(hp: Hyper, steps: int, split: int, r_in: float, population: int = 200_000, seed: int = 0,
-               device: Optional[str] = None) -> dict[str, np.ndarray]:
+               device: Optional[str] = None,
+               inputs: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> dict[str, np.ndarray]:
     """The two-sequence scenario (as mftrnn.theory.closed.trajectory), exact under untied weights.
-    `d_h` = |h_a - h_b|^2 / (2n), from the differences themselves (1 - C/Q ~ d_h / Q without cancellation)."""
+    `d_h` = |h_a - h_b|^2 / (2n), from the differences themselves (1 - C/Q ~ d_h / Q without cancellation).
+    `inputs` = per-step (R_a, R_b, R_ab) replaces the scenario (as in closed.trajectory)."""
     sol = PopulationSolver(hp, population, seed, device)
     rows = [sol.moments()]
     for t in range(1, steps + 1):
-        sol.step(r_in, r_in, 0.0 if t <= split else r_in)
+        if inputs is None:
+            sol.step(r_in, r_in, 0.0 if t <= split else r_in)
+        else:
+            sol.step(*(float(v[t - 1]) for v in inputs))
         rows.append(sol.moments())
     out = {"t": np.arange(steps + 1)}
     for key in rows[0]:

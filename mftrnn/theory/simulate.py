@@ -311,21 +311,27 @@ def _pair_moments(h: Tensor, c: Optional[Tensor]) -> Tensor:
 def simulate_trajectory(cell: str, gates: dict, recurrent: str, width: int, steps: int, split: int, R: float,
                         input_size: int = 200, tied: bool = True, seed: int = 0,
                         device: str | torch.device = "cpu", *,
-                        dtype: torch.dtype = torch.float64) -> Trajectory:
+                        dtype: torch.dtype = torch.float64, inputs: Optional[Tensor] = None) -> Trajectory:
     """Q_h, C_h (and Q_s, C_s for the LSTM) of one finite network driven by two input sequences.
 
     The measured counterpart of the forward mean-field recursions, theory.md eqs. (4)-(6) and (16),
     and of the population solver of §3.6 (untied), with the input scenario of §3.7: entries i.i.d.
     N(0, R), independent up to step `split`, identical afterwards. Both sequences start from the zero
     state (h = 0, and c = 0 for the LSTM); the same network (same biases; untied: the same fresh
-    weights at each step for both sequences) processes both, as a batch of two.
+    weights at each step for both sequences) processes both, as a batch of two. `inputs` (T, 2, n_in)
+    replaces the scenario by given sequences (e.g. two task examples; steps, split, R and input_size
+    are then ignored).
     Tied "lstm"/"gru" run the torch module (cuDNN on the GPU) one step per call, so that the cell
     state can be read after every step.
     """
     hps, rec = _check_args(cell, gates, recurrent, width)
     device = torch.device(device)
     gens = _generators(seed, device)
-    x = two_sequence_inputs(steps, split, input_size, R, gens["inputs"], device).to(dtype)  # (T, 2, n_in)
+    if inputs is None:
+        x = two_sequence_inputs(steps, split, input_size, R, gens["inputs"], device).to(dtype)  # (T, 2, n_in)
+    else:
+        x = torch.as_tensor(inputs).to(device=device, dtype=dtype)  # (T, 2, n_in)
+        steps, input_size = x.shape[0], x.shape[2]
     next_weights, rnn = _weight_source(cell, hps, rec, width, input_size, tied, seed, gens, device, dtype)
     h = torch.zeros(2, width, dtype=dtype, device=device)  # (2, n)
     c = torch.zeros_like(h) if cell == "lstm" else None  # (2, n)

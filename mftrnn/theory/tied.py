@@ -108,21 +108,26 @@ class Kernel:
     L of its kernel K_v, eqs. (T25), (T27), preallocated for N indices (index t*S + s for 0-based
     step t); the standard normals eps of the gates using that matrix are shared by the batch."""
 
-    def __init__(self, batch: int, n_idx: int, eps: Tensor) -> None:
-        self.eps = eps  # (N, G_v, P)
-        pop = eps.shape[2]
-        self.v = eps.new_zeros(batch, n_idx, pop)  # (B, N, P)
-        self.l = eps.new_zeros(batch, n_idx, n_idx)  # (B, N, N)
+    def __init__(self, batch: int, n_idx: int, eps: Tensor, tied: bool = True) -> None:
+        self.eps, self.tied = eps, tied  # eps: (N, G_v, P)
+        pop, n = eps.shape[2], (n_idx if tied else 0)  # untied: no history, no factor of the past
+        self.v = eps.new_zeros(batch, n, pop)  # (B, N, P)
+        self.l = eps.new_zeros(batch, n, n)  # (B, N, N)
 
     def fields(self, v_new: Tensor, n0: int) -> Tensor:
         """Append v of the new step (B, S, P) at indices n0..n0+S-1, grow L (eq. (T27)) and return
-        the new rows of L eps for every gate of this matrix, (B, S, G_v, P), before the sigma_k."""
+        the new rows of L eps for every gate of this matrix, (B, S, G_v, P), before the sigma_k.
+        Untied: the fields of the new step only, correlated between the sequences but independent
+        of every earlier step (fresh weights, the paper's assumption)."""
         b, s, pop = v_new.shape
         n1 = n0 + s
-        self.v[:, n0:n1] = v_new
         vt = v_new.transpose(1, 2)  # (B, P, S)
         k22 = v_new @ vt / pop  # (B, S, S)
         scale = k22.diagonal(dim1=1, dim2=2)  # (B, S) the new kernel diagonal, before the Schur step
+        if not self.tied:
+            l22 = _cholesky(k22, scale).reshape(b * s, s)  # (B S, S)
+            return (l22 @ self.eps[n0:n1].reshape(s, -1)).view(b, s, -1, pop)
+        self.v[:, n0:n1] = v_new
         if n0:
             k12 = self.v[:, :n0] @ vt / pop  # (B, n0, S)
             l21t = torch.linalg.solve_triangular(self.l[:, :n0, :n0], k12, upper=False)  # (B, n0, S)
@@ -155,8 +160,22 @@ def _check_features(features, device) -> Tensor:
     return x.to(device)
 
 
+def untie_inputs(x: Tensor) -> Tensor:
+    """Features whose steps use disjoint columns: what fresh input weights at every step see. (S, T, d)
+    -> itself when no column is shared by two steps (the scenario), else (S, T, T d), step t in
+    block t. The equal-time kernel is unchanged; the kernel between different steps becomes 0."""
+    used = (x != 0).any(0)  # (T, d)
+    if int(used.sum(0).max()) <= 1:
+        return x
+    n_seq, steps, d = x.shape
+    out = x.new_zeros(n_seq, steps, steps * d)
+    for t in range(steps):
+        out[:, t, t * d:(t + 1) * d] = x[:, t]
+    return out
+
+
 def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int = 0,
-               device: Optional[Union[str, torch.device]] = None) -> dict[str, np.ndarray]:
+               device: Optional[Union[str, torch.device]] = None, tied: bool = True) -> dict[str, np.ndarray]:
     """Two-sequence statistics under tied i.i.d. Gaussian weights, eqs. (T25)-(T28), from the zero
     state; same keys as population.trajectory: t (0..T), q_h_a, q_h_b, c_h and d_h = |h_a - h_b|^2
     / 2n from the differences (1 - C/Q = d_h / Q without cancellation), and q_s_a, c_s for the
@@ -166,7 +185,11 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
     features: (S, T, d), the input kernel is X[s,t] . X[s',t'] (scenario_features,
     sequence_features). `population` units, float64 on `device` (default: CUDA if available). The
     draws depend only on seed, cell, population, S, T, d and the device: every grid point sees the
-    same units' noise, so a grid point equals the scalar call with the same seed (to rounding)."""
+    same units' noise, so a grid point equals the scalar call with the same seed (to rounding).
+
+    tied=False gives the untied mean field by the same machinery (fresh recurrent and input fields
+    at every step, persistent biases): the exact untied theory, batched over a grid like the tied
+    one, used for the untied side of memory-horizon grids."""
     if hp.orthogonal:
         raise ValueError("the tied mean field assumes i.i.d. Gaussian recurrent weights; "
                          "orthogonal ones are not supported")
@@ -174,6 +197,8 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
         raise ValueError(f"population={population} is not allowed: need at least 2 units")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     x = _check_features(features, device)  # (S, T, d)
+    if not tied:
+        x = untie_inputs(x)
     n_seq, steps, d = x.shape
     p, shape = _batch(hp, device)
     names, groups = GATES[hp.cell], recurrent_groups(hp.cell)
@@ -185,7 +210,7 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
 
     bias = {k: p[k]["mu"] + p[k]["rho"] * e for k, e in zip(names, normal(len(names), 1, pop))}  # (B, 1, P)
     eps_in = normal(d, len(names), pop)  # (d, G, P) the units' input weights, shared by the batch
-    kernels = {v: Kernel(n_b, n_idx, normal(n_idx, len(gs), pop)) for v, gs in groups.items()}
+    kernels = {v: Kernel(n_b, n_idx, normal(n_idx, len(gs), pop), tied) for v, gs in groups.items()}
     # Columns of the features used at each step (scenario features are sparse): one host read, here.
     used = (x != 0).any(0).cpu().numpy()  # (T, d)
     cols = [(int(c[0]), int(c[-1]) + 1) if c.size else (0, 0) for c in map(np.flatnonzero, used)]
