@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 export MFTRNN_DATA ?= $(abspath ../shared/data)
 
-.PHONY: help install test test-full smoke train bench theory-table sync-wandb clean
+.PHONY: help install test test-full smoke train bench theory-table tied-table sync-wandb clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench:  ## runner vs bare cuDNN loop, steps/s (GPU)
 
 theory-table:  ## regenerate docs/theory.md's theory-vs-networks table
 	$(BIN)/python scripts/theory_table.py $(ARGS)
+
+tied-table:  ## regenerate docs/theory.md's tied-theory table (GPU: about 2 minutes on an H100)
+	$(BIN)/python scripts/tied_table.py $(ARGS)
 
 sync-wandb:  ## upload every offline W&B run under outputs/
 	find outputs -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} +

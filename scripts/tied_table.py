@@ -91,6 +91,10 @@ def horizon(x: np.ndarray) -> str:
     return f"> {STEPS - SPLIT}" if np.isnan(h) else f"{h:.0f}"
 
 
+def device_name(device: str) -> str:
+    return f"{device} ({torch.cuda.get_device_name()})" if device.startswith("cuda") else device
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=4000)
@@ -135,7 +139,7 @@ def main() -> None:
             f"solver (200,000 units). R = 1, n_in = 200 (networks; the theories take n_in → ∞), split = {SPLIT}, "
             f"memory horizon with eps = {EPS:g} (eq. (T29)). {passed} of {len(records) * len(READ)} readings within "
             f"{TOL:.0%}; largest deviation of the tied theory from the nets' mean: Q_h {worst['Q_h']:.1%}, 1 − C/Q "
-            f"(where > 0.1) {worst['one_minus_c']:.1%}. Device {a.device}, {time.time() - t0:.0f} s. Command: "
+            f"(where > 0.1) {worst['one_minus_c']:.1%}. Device {device_name(a.device)}, {time.time() - t0:.0f} s. Command: "
             f"`python scripts/tied_table.py --width {a.width} --seeds {a.seeds} --cases {a.cases} "
             f"--population {a.population}`.\n")
     table = "\n".join(head + rows) + "\n" + note
