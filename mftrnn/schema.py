@@ -447,12 +447,12 @@ class TheoryConfig:
                  "meanfield for `mftrnn theory` (explicit per-gate hyperparameters; init=critical comes "
                  "with its solver)")
 
-    @property
-    def population(self) -> int:
-        """theory.population, or its default for the theory in use."""
+    def population(self, weights: Optional[TheoryWeights] = None) -> int:
+        """theory.population, or the default units of the population solver of `weights` (default:
+        the theory in use): 200,000 untied, 20,000 tied (whose cost grows as P N^2)."""
         if self.theory.population is not None:
             return self.theory.population
-        return 20_000 if self.theory.weights is TheoryWeights.tied else 200_000
+        return 20_000 if (weights or self.theory.weights) is TheoryWeights.tied else 200_000
 
 
 # --------------------------------------------------------------------------- registry

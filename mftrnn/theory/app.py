@@ -113,16 +113,13 @@ def two_sequences(hp: Hyper, conf: TheoryConfig, weights: TheoryWeights, method:
     if weights is TheoryWeights.tied:
         from mftrnn.theory import tied
 
-        if hp.orthogonal:
-            raise ConfigError("theory.weights=tied assumes i.i.d. Gaussian recurrent weights; "
-                              "use init.recurrent=gaussian")
         feats = (tied.scenario_features(inp.steps, inp.split, inp.R) if inp.x is None
                  else tied.sequence_features(inp.x))
-        traj = tied.trajectory(hp, feats, conf.population, conf.seed, device)
+        traj = tied.trajectory(hp, feats, conf.population(weights), conf.seed, device)
     elif method is TheoryMethod.closed:
         traj = closed.trajectory(hp, inp.steps, inp.split, inp.R, inputs=inp.moments)
     else:
-        traj = population.trajectory(hp, inp.steps, inp.split, inp.R, conf.population, conf.seed, device,
+        traj = population.trajectory(hp, inp.steps, inp.split, inp.R, conf.population(weights), conf.seed, device,
                                      inputs=inp.moments)
     q = np.sqrt(np.maximum(traj["q_h_a"] * traj["q_h_b"], 1e-300))
     omc = (1 - traj["c_h"] / q) if "d_h" not in traj else traj["d_h"] / q
@@ -167,7 +164,7 @@ def run_theory(cfg: DictConfig, out_dir: Path) -> dict:
             fixed.update(Q_s=float(fp.q_s), M_s=float(fp.m_s))
         lam = lam_closed
     else:
-        pop = 200_000 if th.population is None else th.population
+        pop = conf.population(TheoryWeights.untied)
         pfp = population.fixed_point(hp, r_in, pop, seed=conf.seed, device=device)
         fixed = {"Q_h": pfp["q_h"], "M_h": pfp["m_h"]}
         if hp.cell == "lstm":

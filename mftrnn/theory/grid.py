@@ -37,7 +37,7 @@ def _set(hp: Hyper, r_in, key: str, values: np.ndarray):
 
 def compute_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Q_h*, m_1, xi_C = -1/ln m_1 and xi_Q on the grid; arrays are (len(y), len(x))."""
-    (kx, vx), (ky, vy) = x, y
+    vx, vy = x[1], y[1]
     hp, r = _grid_hyper(hp, r_in, x, y)
     fp = fixed_point(hp, r)
     lam = m1(hp, fp, r)
