@@ -37,6 +37,17 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
                           cwd=cwd, timeout=timeout)
 
 
+@pytest.fixture
+def one_thread():
+    """Small float64 linear algebra is fastest single-threaded on 2 shared cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     assert (DATA / "MNIST" / "raw").is_dir(), f"test data not found: set MFTRNN_DATA (looked in {DATA})"

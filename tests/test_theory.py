@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import run_cli
 from mftrnn.schema import GateHP
@@ -19,13 +18,7 @@ from mftrnn.theory.simulate import simulate_trajectory
 G = Gate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small float64 linear algebra is fastest single-threaded on 2 shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def gru_c(cell="gru"):

@@ -17,13 +17,7 @@ from mftrnn.theory.simulate import _generators, simulate_trajectory, two_sequenc
 STEPS, SPLIT = 25, 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small float64 linear algebra is fastest single-threaded on 2 shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def one_minus_c(tr: dict) -> np.ndarray:

@@ -18,12 +18,7 @@ NO_SPECTRA = ["theory.spectrum.density=false", "theory.spectrum.product=false", 
               "device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small float64 linear algebra: faster than fighting over 2 busy cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def run(tmp_path, *overrides: str) -> dict:

@@ -127,14 +127,7 @@ def plot_horizon(res: dict, x_key: str, y_key: str, level: float, out: Path, tit
             handles.append(plt.Line2D([], [], color=color, linestyle=style,
                                       label=f"{key.split('_')[1]}: horizon = {level:g}"))
     ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.6)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(y_key)
-    ax.set_title(title or f"memory horizon; contours at {level:g} steps", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, ax, x_key, y_key, title or f"memory horizon; contours at {level:g} steps", out)
 
 
 def plot_grid(res: dict, x_key: str, y_key: str, T: int, cs: list[float], out: Path, title: str = "") -> Path:
@@ -155,9 +148,15 @@ def plot_grid(res: dict, x_key: str, y_key: str, T: int, cs: list[float], out: P
         if shown.min() < level < shown.max():
             cont = ax.contour(res["x"], res["y"], shown, levels=[level], colors="white", linestyles=style)
             ax.clabel(cont, fmt={level: f"{c:g} xi_C = {T}"}, fontsize=7)
+    return _save(fig, ax, x_key, y_key, title or f"xi_C; contours c * xi_C = T = {T}", out)
+
+
+def _save(fig, ax, x_key: str, y_key: str, title: str, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
-    ax.set_title(title or f"xi_C; contours c * xi_C = T = {T}", fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
