@@ -142,12 +142,14 @@ def pin_for_hydra_job(run_dir: Optional[Path] = None) -> Optional[Lease]:
     hc = HydraConfig.get()
     if hc.runtime.choices.get("hydra/launcher") != LAUNCHER:
         return None
-    # The ids are read before the first pin changes CUDA_VISIBLE_DEVICES; later jobs reuse the lease.
-    ids = visible_gpus() if _LEASE is None else []
-    slots = int(hc.launcher.n_jobs)
-    if slots < 1:  # joblib's -1 = "one per CPU": one per GPU is what this launcher is for
-        slots = len(ids) if _LEASE is None else _LEASE.slots
-    lease = pin(slots, lock_dir_for(hc.sweep.dir), ids)
+    lock_dir = lock_dir_for(hc.sweep.dir)
+    if _LEASE is None:  # this worker's first job: read the GPUs before pinning changes CUDA_VISIBLE_DEVICES
+        ids = visible_gpus()
+        slots = int(hc.launcher.n_jobs)
+        # joblib's -1 means one worker per CPU; one per GPU is what this launcher is for
+        lease = pin(slots if slots >= 1 else len(ids), lock_dir, ids)
+    else:  # later jobs keep the lease (pin checks that it is this sweep's)
+        lease = pin(_LEASE.slots, lock_dir, [])
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / PLACEMENT_NAME).write_text(json.dumps({**asdict(lease), "job": int(hc.job.num), "started": time.time()}) + "\n")

@@ -364,8 +364,8 @@ class GridConfig:
     y: Optional[List[Any]] = None
     c: List[float] = field(default_factory=lambda: [1.0, 3.0, 6.0])  # contours T = c * xi_C
     T: Optional[int] = None  # the T of the contours; null = theory.steps
-    population: int = 2000  # units per grid point of the tied theory's memory horizon
-    chunk_gb: float = 4.0  # device memory for the tied theory's grid points at once
+    population: int = 2000  # units per grid point of the memory-horizon grids (both theories)
+    chunk_gb: float = 4.0  # device memory for the horizon grid's points computed at once
 
     def __post_init__(self) -> None:
         for name in ("x", "y"):

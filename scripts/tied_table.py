@@ -62,18 +62,13 @@ def hyper(cell: str, g: dict[str, GateHP]) -> Hyper:
     return Hyper(cell, {k: Gate(mu=v.mu, rho=v.rho, sigma=v.sigma, nu=v.nu) for k, v in g.items()})
 
 
-def omc(tr: dict) -> np.ndarray:
-    q = np.sqrt(np.maximum(tr["q_h_a"] * tr["q_h_b"], 1e-300))
-    return tr["d_h"] / q if "d_h" in tr else 1 - tr["c_h"] / q
-
-
 def untied(cell, g, device) -> tuple[np.ndarray, np.ndarray, str]:
     hp = hyper(cell, g)
     if cell != "lstm" and all(v.rho == 0 for v in g.values()):
         tr, how = closed.trajectory(hp, STEPS, SPLIT, 1.0), "closed"
     else:
         tr, how = population.trajectory(hp, STEPS, SPLIT, 1.0, population=200_000, device=device), "population"
-    return tr["q_h_a"], omc(tr), how
+    return tr["q_h_a"], closed.one_minus_c(tr), how
 
 
 def networks(cell, g, width, seeds, device) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +106,7 @@ def main() -> None:
     for name, cell, g in named_cases() + random_cases(a.cases):
         q_u, d_u, how = untied(cell, g, a.device)
         tt = tied.scenario_trajectory(hyper(cell, g), STEPS, SPLIT, 1.0, a.population, seed=0, device=a.device)
-        q_t, d_t = tt["q_h_a"], omc(tt)
+        q_t, d_t = tt["q_h_a"], closed.one_minus_c(tt)
         q_n, d_n = networks(cell, g, a.width, a.seeds, a.device)
         qm, dm = q_n.mean(0), d_n.mean(0)
         hz = f"{horizon(d_u)} / {horizon(d_t)} / {horizon(dm)}"

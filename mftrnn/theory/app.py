@@ -2,7 +2,8 @@
 written to theory.json with plots; with theory.simulate=true, beside simulations of real networks.
 
 Which method computes what (docs/theory.md §2.5): closed forms where they are exact (GRU, rho = 0),
-the population solver elsewhere (LSTM, any rho > 0); grids always use the closed forms.
+the population solver elsewhere (LSTM, any rho > 0); grids of xi use the closed forms, grids of the
+memory horizon the batched population of mftrnn.theory.tied (§7.6).
 """
 from __future__ import annotations
 
@@ -121,9 +122,9 @@ def two_sequences(hp: Hyper, conf: TheoryConfig, weights: TheoryWeights, method:
     else:
         traj = population.trajectory(hp, inp.steps, inp.split, inp.R, conf.population(weights), conf.seed, device,
                                      inputs=inp.moments)
-    q = np.sqrt(np.maximum(traj["q_h_a"] * traj["q_h_b"], 1e-300))
-    omc = (1 - traj["c_h"] / q) if "d_h" not in traj else traj["d_h"] / q
+    omc = closed.one_minus_c(traj)
     # Undefined while both states are (still) zero: at t = 0, and while a task's inputs are zero.
+    q = np.sqrt(np.maximum(traj["q_h_a"] * traj["q_h_b"], 1e-300))
     omc[q <= 1e-12 * max(float(q.max()), 1e-300)] = np.nan
     omc[0] = np.nan
     return traj, omc
@@ -260,7 +261,7 @@ def _product_grid(m1: float, m2: float, steps: int, points: int) -> np.ndarray:
 
 
 def _grid(hp: Hyper, conf: TheoryConfig, inp: TwoInputs, out_dir: Path, device: str) -> dict:
-    """xi_C etc. on the grid (closed forms), and the memory horizon: untied (closed forms) and, with
+    """xi_C etc. on the grid (closed forms), and the memory horizon: untied and, with
     theory.weights=tied, tied (batched population of theory.grid.population units per point)."""
     from mftrnn.theory import tied
     from mftrnn.theory.grid import axis_values, compute_grid, horizon_grid, plot_grid, plot_horizon

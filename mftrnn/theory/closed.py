@@ -374,6 +374,13 @@ def trajectory(hp: Hyper, steps: int, split: int, r_in: Array,
     return out
 
 
+def one_minus_c(traj: dict) -> Array:
+    """1 - C/Q of a two-sequence trajectory (any solver's), C/Q = C_h / sqrt(Q_a Q_b): from d_h where
+    the solver gives it (the population solvers: no cancellation when the sequences nearly agree)."""
+    q = np.sqrt(np.maximum(traj["q_h_a"] * traj["q_h_b"], 1e-300))
+    return traj["d_h"] / q if "d_h" in traj else 1 - traj["c_h"] / q
+
+
 def memory_horizon(one_minus_c: Array, split: int, eps: float) -> Array:
     """Steps after the split until the two sequences can no longer be told apart: the first
     tau >= 1 with (1 - C/Q)(split + tau) < eps * (1 - C/Q)(split), eq. (T29); NaN where that never

@@ -1,6 +1,6 @@
 """Hyperparameter grids over a 2-D slice, with heat maps: the closed-form theory's time scales
-(docs/theory.md §5), and the memory horizon of the untied (closed forms) and tied (batched
-population, on the GPU when there is one) theories (§7)."""
+(docs/theory.md §5), and the memory horizon of the untied and tied theories (one batched
+population, on the GPU when there is one; §7.6)."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mftrnn.errors import ConfigError
-from mftrnn.theory.closed import GATES, Gate, Hyper, fixed_point, length_slope, m1, memory_horizon, xi
+from mftrnn.theory.closed import GATES, Gate, Hyper, fixed_point, length_slope, m1, memory_horizon, one_minus_c, xi
 
 AXIS_KEY = re.compile(r"^init\.gates\.(\w+)\.(mu|rho|sigma|nu)$")
 
@@ -93,7 +93,7 @@ def horizon_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str
             sl = slice(lo, min(n, lo + chunk))
             part = replace(ghp, gates={k: Gate(**{a: v[sl] for a, v in g.items()}) for k, g in flat.items()})
             res = tied.trajectory(part, features, population, seed, device, tied=is_tied)
-            omc[:, sl] = res["d_h"] / np.sqrt(np.maximum(res["q_h_a"] * res["q_h_b"], 1e-300))
+            omc[:, sl] = one_minus_c(res)
         if device is not None and str(device).startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
