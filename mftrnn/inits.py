@@ -1,6 +1,6 @@
 """Initialization schemes: named functions that write gate slices of nn.LSTM / nn.GRU in place.
 
-PyTorch layout (theory.md §5): weight_ih_l{k} (G*H, n_in), weight_hh_l{k} (G*H, H), bias_ih_l{k} and
+PyTorch layout (docs/theory.md §1; gate names in mftrnn/cells.py): weight_ih_l{k} (G*H, n_in), weight_hh_l{k} (G*H, H), bias_ih_l{k} and
 bias_hh_l{k} (G*H,), gate blocks LSTM (i, f, g, o) and GRU (r, z, n), each H rows. The effective
 bias of a gate is bias_ih + bias_hh, so every scheme below writes one vector and zeroes the other
 (writing both doubles the bias). In nn.GRU the n gate's bias_hh sits inside the reset product,
@@ -117,10 +117,9 @@ def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, seq_len: int)
 
 
 def init_critical(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
-    """The critical initialization derived from the mean-field theory (theory.md §6)."""
+    """The critical initialization derived from the mean-field theory."""
     raise ConfigError(
-        "init=critical is not available yet: its solver (the mean-field critical point) is the "
-        "critical-initialization issue. Until then use init=chrono, or init=meanfield with explicit "
+        "init=critical is not available yet. Use init=chrono, or init=meanfield with explicit "
         "per-gate hyperparameters (e.g. init.gates.f.mu=5 for an LSTM).")
 
 

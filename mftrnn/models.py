@@ -9,10 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mftrnn.cells import GATES as _GATE_NAMES
 from mftrnn.schema import CellKind, ModelConfig
 
 CELLS: dict[CellKind, type[nn.RNNBase]] = {CellKind.lstm: nn.LSTM, CellKind.gru: nn.GRU}
-GATES: dict[CellKind, tuple[str, ...]] = {CellKind.lstm: ("i", "f", "g", "o"), CellKind.gru: ("r", "z", "n")}
+# Gate blocks of each module, in order (the names live in mftrnn/cells.py)
+GATES: dict[CellKind, tuple[str, ...]] = {kind: _GATE_NAMES[kind.value] for kind in CellKind}
 
 
 class RNNClassifier(nn.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
@@ -326,7 +327,7 @@ class GruForm(Enum):
 
 
 class TheoryMethod(Enum):
-    auto = "auto"  # closed forms where exact (GRU, rho = 0), else the population solver
+    auto = "auto"  # closed: the per-unit quadrature (docs/theory.md §2.5)
     closed = "closed"
     population = "population"
 
@@ -362,8 +363,9 @@ class GridConfig:
 
     x: Optional[List[Any]] = None
     y: Optional[List[Any]] = None
-    c: List[float] = field(default_factory=lambda: [1.0, 3.0, 6.0])  # contours T = c * xi_C
-    T: Optional[int] = None  # the T of the contours; null = theory.steps
+    c: List[float] = field(default_factory=lambda: [1.0, 3.0, 6.0])  # contours c * xi_C = T
+    T: Optional[int] = None  # the memory both contours mark (steps); null = theory.steps - theory.split
+    horizon: bool = False  # also the memory-horizon grid of both theories (a population per point)
     population: int = 2000  # units per grid point of the memory-horizon grids (both theories)
     chunk_gb: float = 4.0  # device memory for the horizon grid's points computed at once
 
@@ -381,6 +383,7 @@ class GridConfig:
                                   f"with numbers for min, max and points") from None
             _require(n >= 2 and hi > lo, key, axis, "[key, min, max, points] with max > min and points >= 2")
         _require(self.population >= 100, "theory.grid.population", self.population, "an integer >= 100")
+        _require(self.T is None or self.T >= 1, "theory.grid.T", self.T, "null or an integer >= 1")
         _require(self.chunk_gb > 0, "theory.grid.chunk_gb", self.chunk_gb, "a number > 0")
         _require((self.x is None) == (self.y is None), "theory.grid", [self.x, self.y], "both x and y, or neither")
 
@@ -388,11 +391,11 @@ class GridConfig:
 @dataclass
 class SpectrumConfig:
     density: bool = True  # the density of squared singular values of one Jacobian
-    product: bool = True  # ... and of the product of `product_steps` Jacobians
+    product: bool = False  # ... and of the product of `product_steps` Jacobians (slower)
     points: int = 200  # lambda grid of the one-step density
     product_steps: int = 10  # T of the product of Jacobians
     product_points: int = 60  # lambda grid of the product's density
-    product_method: str = "exact"  # exact (block linearization, cost ~ T^2) | free (S-transforms, eq. (T24))
+    product_method: str = "exact"  # exact (block linearization, eq. (T33)) | free (S-transforms, eq. (T32))
     population: int = 4000  # samples of the per-unit Jacobian diagonals
 
     def __post_init__(self) -> None:
@@ -412,7 +415,7 @@ class TheoryOptions:
     steps: int = 100  # T of the two-sequence scenario
     split: int = 20  # inputs independent for t <= split, identical after
     input: InputConfig = field(default_factory=InputConfig)
-    population: Optional[int] = None  # units of the population solvers; null: 200,000 untied, 20,000 tied
+    population: Optional[int] = None  # units of the sampled solvers; null: their defaults (200,000 untied, 20,000 tied)
     horizon_eps: float = 1e-2  # memory horizon: 1 - C/Q below horizon_eps x its value at the split
     simulate: bool = False
     width: int = 1000
@@ -437,32 +440,31 @@ class TheoryConfig:
     cell: CellConfig = MISSING
     init: Any = MISSING
     theory: TheoryOptions = field(default_factory=TheoryOptions)
-    task: Any = None  # the task whose examples theory/input=task feeds (a TaskConfig subclass)
+    # The task sets the input size and length an init is drawn for (pytorch, standard: the input
+    # scale; chrono: T_max) and, with theory/input=task, feeds its examples.
+    task: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)  # hidden: the width an init is drawn for
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     device: Device = Device.auto
 
     def __post_init__(self) -> None:
-        _require(self.init.scheme is InitScheme.meanfield, "init", self.init.scheme.value,
-                 "meanfield for `mftrnn theory` (explicit per-gate hyperparameters; init=critical comes "
-                 "with its solver)")
-
-    def population(self, weights: Optional[TheoryWeights] = None) -> int:
-        """theory.population, or the default units of the population solver of `weights` (default:
-        the theory in use): 200,000 untied, 20,000 tied (whose cost grows as P N^2)."""
-        if self.theory.population is not None:
-            return self.theory.population
-        return 20_000 if (weights or self.theory.weights) is TheoryWeights.tied else 200_000
+        if self.task is None:
+            raise ConfigError("task: `mftrnn theory` needs a task (task=padded_mnist, ...)")
 
 
 # --------------------------------------------------------------------------- registry
 def run_tag(override_dirname: str) -> str:
     """The run-dir component made from a job's overrides (Hydra's `override_dirname`).
 
-    Empty overrides give "default"; '/' in a value would nest dirs (hydra#3018), so it becomes '_';
+    Empty overrides give "default"; '/' in a value would nest dirs (hydra#3018), so it becomes '_', as do
+    the commas inside a list value (whose brackets are dropped);
     an over-long name is shortened with a hash so that it stays a valid, deterministic file name.
     """
-    tag = override_dirname.replace("/", "_") or "default"
+    # A list value (theory.grid.x=[key,lo,hi,n]) loses its brackets, its commas become '_'; the commas
+    # between overrides stay.
+    tag = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "_"), override_dirname)
+    tag = tag.replace("/", "_") or "default"
     if len(tag) > 160:
         tag = tag[:140] + "-" + hashlib.sha1(tag.encode()).hexdigest()[:12]
     return tag

@@ -21,34 +21,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mftrnn.schema import GateHP
-from mftrnn.theory import closed, population, tied
-from mftrnn.theory.closed import GATES, Gate, Hyper
+from mftrnn.cells import GATES
+from mftrnn.theory.closed import memory_horizon
+from mftrnn.theory.hyper import Gate, Hyper
+from mftrnn.theory.inputs import scenario
 from mftrnn.theory.simulate import simulate_trajectory
+from mftrnn.theory.trajectories import two_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC, DATA = ROOT / "docs" / "theory.md", ROOT / "docs" / "data" / "tied_table.json"
 STEPS, SPLIT, READ, EPS, TOL = 100, 20, (50, 100), 1e-2, 0.10
 
 
-def named_cases() -> list[tuple[str, str, dict[str, GateHP]]]:
+def named_cases() -> list[tuple[str, str, dict[str, Gate]]]:
     """The two cases of the [dmft] issue: slow update gate (GRU), forget bias 3 with rho_f = 1 (LSTM)."""
     def base(cell):
-        return {k: GateHP(mu=0.0, rho=0.0, sigma=1.0, nu=1.0) for k in GATES[cell]}
+        return {k: Gate(mu=0.0, rho=0.0, sigma=1.0, nu=1.0) for k in GATES[cell]}
     gru, lstm = base("gru"), base("lstm")
     gru["z"].mu = 3.0
     lstm["f"].mu, lstm["f"].rho = 3.0, 1.0
     return [("GRU, mu_z = 3", "gru", gru), ("LSTM, mu_f = 3, rho_f = 1", "lstm", lstm)]
 
 
-def random_cases(n: int, seed: int = 0) -> list[tuple[str, str, dict[str, GateHP]]]:
+def random_cases(n: int, seed: int = 0) -> list[tuple[str, str, dict[str, Gate]]]:
     """Every gate: mu ~ U(-1, 1), rho ~ U(0, 0.5), sigma, nu ~ U(0.5, 1.5); then the slow gate (LSTM f,
     GRU z): mu ~ U(2, 5), rho ~ U(0, 1.5); the candidate (g / n): sigma ~ U(0.5, 2). Cells in turn."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         cell = ("lstm", "gru", "gru_reset_before")[i % 3]
-        g = {k: GateHP(mu=float(rng.uniform(-1, 1)), rho=float(rng.uniform(0, 0.5)), sigma=float(rng.uniform(0.5, 1.5)),
+        g = {k: Gate(mu=float(rng.uniform(-1, 1)), rho=float(rng.uniform(0, 0.5)), sigma=float(rng.uniform(0.5, 1.5)),
                        nu=float(rng.uniform(0.5, 1.5))) for k in GATES[cell]}
         slow, cand = ("f", "g") if cell == "lstm" else ("z", "n")
         g[slow].mu, g[slow].rho = float(rng.uniform(2, 5)), float(rng.uniform(0, 1.5))
@@ -58,31 +60,23 @@ def random_cases(n: int, seed: int = 0) -> list[tuple[str, str, dict[str, GateHP
     return out
 
 
-def hyper(cell: str, g: dict[str, GateHP]) -> Hyper:
+def hyper(cell: str, g: dict[str, Gate]) -> Hyper:
     return Hyper(cell, {k: Gate(mu=v.mu, rho=v.rho, sigma=v.sigma, nu=v.nu) for k, v in g.items()})
 
 
-def untied(cell, g, device) -> tuple[np.ndarray, np.ndarray, str]:
-    hp = hyper(cell, g)
-    if cell != "lstm" and all(v.rho == 0 for v in g.values()):
-        tr, how = closed.trajectory(hp, STEPS, SPLIT, 1.0), "closed"
-    else:
-        tr, how = population.trajectory(hp, STEPS, SPLIT, 1.0, population=200_000, device=device), "population"
-    return tr["q_h_a"], closed.one_minus_c(tr), how
-
-
-def networks(cell, g, width, seeds, device) -> tuple[np.ndarray, np.ndarray]:
-    """(seeds, T+1) Q_h and 1 - C/Q of tied networks."""
-    qs, omcs = [], []
+def networks(cell, g, width, seeds, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seeds, T+1) Q_h, 1 - C/Q and the distance d_h of tied networks."""
+    qs, omcs, ds = [], [], []
     for s in range(seeds):
-        r = simulate_trajectory(cell, g, "gaussian", width, STEPS, SPLIT, 1.0, tied=True, seed=s, device=device)
+        r = simulate_trajectory(hyper(cell, g), width, STEPS, SPLIT, 1.0, tied=True, seed=s, device=device)
         qs.append(r.q_h_a)
-        omcs.append(1 - r.c_h / np.sqrt(r.q_h_a * r.q_h_b))
-    return np.array(qs), np.array(omcs)
+        omcs.append(r.d_h / np.sqrt(r.q_h_a * r.q_h_b))
+        ds.append(r.d_h)
+    return np.array(qs), np.array(omcs), np.array(ds)
 
 
-def horizon(x: np.ndarray) -> str:
-    h = float(closed.memory_horizon(x, SPLIT, EPS))
+def horizon(distance: np.ndarray) -> str:
+    h = float(memory_horizon(distance, SPLIT, EPS))
     return f"> {STEPS - SPLIT}" if np.isnan(h) else f"{h:.0f}"
 
 
@@ -104,12 +98,14 @@ def main() -> None:
             "| --- | ---: | --- | --- | --- | --- |"]
     rows, records, worst = [], [], {"Q_h": 0.0, "one_minus_c": 0.0}
     for name, cell, g in named_cases() + random_cases(a.cases):
-        q_u, d_u, how = untied(cell, g, a.device)
-        tt = tied.scenario_trajectory(hyper(cell, g), STEPS, SPLIT, 1.0, a.population, seed=0, device=a.device)
-        q_t, d_t = tt["q_h_a"], closed.one_minus_c(tt)
-        q_n, d_n = networks(cell, g, a.width, a.seeds, a.device)
+        inp = scenario(STEPS, SPLIT, 1.0)
+        tu = two_sequences(hyper(cell, g), inp, "untied", "auto", device=a.device)
+        tt = two_sequences(hyper(cell, g), inp, "tied", population=a.population, seed=0, device=a.device)
+        q_u, d_u, how = tu.q_h_a, tu.one_minus_c, tu.method
+        q_t, d_t = tt.q_h_a, tt.one_minus_c
+        q_n, d_n, dist_n = networks(cell, g, a.width, a.seeds, a.device)
         qm, dm = q_n.mean(0), d_n.mean(0)
-        hz = f"{horizon(d_u)} / {horizon(d_t)} / {horizon(dm)}"
+        hz = f"{horizon(tu.d_h)} / {horizon(tt.d_h)} / {horizon(dist_n.mean(0))}"
         rec = {"case": name, "cell": cell, "gates": {k: vars(v) for k, v in g.items()}, "untied_method": how, "read": {}}
         for t in READ:
             err_q = q_t[t] / qm[t] - 1
@@ -125,13 +121,13 @@ def main() -> None:
                         f"{d_n[:, t].std(ddof=1):.2g} | {verdict} | {hz if t == READ[0] else ''} |")
             rec["read"][t] = {"Q_h": [float(q_u[t]), float(q_t[t]), q_n[:, t].tolist()],
                               "one_minus_c": [float(d_u[t]), float(d_t[t]), d_n[:, t].tolist()], "ok": ok}
-        rec["horizon"] = {"untied": horizon(d_u), "tied": horizon(d_t), "nets": horizon(dm)}
+        rec["horizon"] = {"untied": horizon(tu.d_h), "tied": horizon(tt.d_h), "nets": horizon(dist_n.mean(0))}
         records.append(rec)
         print("\n".join(rows[-len(READ):]), flush=True)
     passed = sum(r["read"][t]["ok"] for r in records for t in READ)
     note = (f"\nTied networks: width {a.width}, seeds 0..{a.seeds - 1} (mean ± sd over seeds), torch modules, float64. "
-            f"Tied theory: {a.population} units, seed 0. Untied theory: closed forms (GRU, rho = 0) or the population "
-            f"solver (200,000 units). R = 1, n_in = 200 (networks; the theories take n_in → ∞), split = {SPLIT}, "
+            f"Tied theory: {a.population} units, seed 0. Untied theory: the per-unit closed forms "
+            f"(docs/theory.md §2.6). R = 1, n_in = 200 (networks; the theories take n_in → ∞), split = {SPLIT}, "
             f"memory horizon with eps = {EPS:g} (eq. (T29)). {passed} of {len(records) * len(READ)} readings within "
             f"{TOL:.0%}; largest deviation of the tied theory from the nets' mean: Q_h {worst['Q_h']:.1%}, 1 − C/Q "
             f"(where > 0.1) {worst['one_minus_c']:.1%}. Device {device_name(a.device)}, {time.time() - t0:.0f} s. Command: "

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from mftrnn.schema import GateHP, Recurrent
+from mftrnn.cells import GATES
+from mftrnn.theory.hyper import Gate, Hyper
 from mftrnn.theory.simulate import (
-    _GATE_NAMES, Spectra, Trajectory, _CellWeights, _cell_step, _generators, _lstm_step, _module_step,
-    _module_weights, _sample_biases, _sample_weights, _tied_module, jacobian_spectra, simulate_trajectory,
-    two_sequence_inputs)
+    CellWeights, Spectra, Trajectory, cell_step, generators, jacobian_spectra, lstm_step, module_step,
+    module_weights, sample_biases, sample_weights, simulate_trajectory, tied_module, two_sequence_inputs)
 
 CPU = torch.device("cpu")
 
@@ -27,9 +27,9 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def hps(cell: str, default: GateHP = GateHP(), **per_gate: GateHP) -> dict[str, GateHP]:
-    """GateHPs for every gate of `cell`: `default`, overridden per gate name."""
-    return {g: per_gate.get(g, default) for g in _GATE_NAMES[cell]}
+def hps(cell: str, default: Gate = Gate(), recurrent: str = "gaussian", **per_gate: Gate) -> Hyper:
+    """A Hyper with `default` for every gate of `cell`, overridden per gate name."""
+    return Hyper(cell, {g: per_gate.get(g, default) for g in GATES[cell]}, orthogonal=recurrent == "orthogonal")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -43,15 +43,15 @@ def test_hand_step_matches_torch_module(cell):
     # PyTorch's default init has non-zero b_hh, which checks that b_hn sits inside the reset product.
     torch.manual_seed(1)
     rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(7, 16)
-    p = _module_weights(rnn)
+    p = module_weights(rnn)
     x = torch.randn(6, 3, 7)  # (T, B, n_in)
     h = torch.randn(3, 16)  # (B, n): a non-zero start state
     c = torch.randn(3, 16) if cell == "lstm" else None
     h_mod, c_mod = h, c
     with torch.no_grad():
         for t in range(6):
-            mine = _cell_step(cell, p, x[t], h, c)
-            ref = _module_step(rnn, x[t], h_mod, c_mod)
+            mine = cell_step(cell, p, x[t], h, c)
+            ref = module_step(rnn, x[t], h_mod, c_mod)
             torch.testing.assert_close(mine.h, ref.h, atol=1e-5, rtol=0)
             if cell == "lstm":
                 torch.testing.assert_close(mine.c, ref.c, atol=1e-5, rtol=0)
@@ -60,46 +60,46 @@ def test_hand_step_matches_torch_module(cell):
         out, _ = rnn(x)  # (T, B, n)
         h, c = torch.zeros(3, 16), torch.zeros(3, 16) if cell == "lstm" else None
         for t in range(6):
-            h, c, _ = _cell_step(cell, p, x[t], h, c)
+            h, c, _ = cell_step(cell, p, x[t], h, c)
     torch.testing.assert_close(h, out[-1], atol=1e-5, rtol=0)
 
 
 def test_gru_forms_agree_when_reset_gate_is_a_constant():
     # With the reset gate a constant scalar r (sigma_r = nu_r = rho_r = 0) and b_hn = 0,
     # U_n (r h) = r (U_n h): the two GRU forms must give the same step (theory.md §5.3).
-    gates = hps("gru", GateHP(mu=0.2, rho=0.5, sigma=1.0, nu=1.0), r=GateHP(mu=0.7, rho=0, sigma=0, nu=0))
-    gen = _generators(0, CPU)
-    p = _CellWeights(*_sample_weights("gru", gates, Recurrent.gaussian, 32, 10, gen["weights"]),
-                     *_sample_biases("gru", gates, 32, gen["biases"]))
+    gates = hps("gru", Gate(mu=0.2, rho=0.5, sigma=1.0, nu=1.0), r=Gate(mu=0.7, rho=0, sigma=0, nu=0))
+    gen = generators(0, CPU)
+    p = CellWeights(*sample_weights(gates, 32, 10, gen["weights"]), *sample_biases(gates, 32, gen["biases"]))
     x, h = torch.randn(4, 10, dtype=torch.float64), torch.randn(4, 32, dtype=torch.float64)
-    torch.testing.assert_close(_cell_step("gru", p, x, h).h, _cell_step("gru_reset_before", p, x, h).h,
+    torch.testing.assert_close(cell_step("gru", p, x, h).h, cell_step("gru_reset_before", p, x, h).h,
                                atol=1e-12, rtol=0)
 
 
 # --------------------------------------------------------------------------- 2. the weight law
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("recurrent", [Recurrent.gaussian, Recurrent.orthogonal])
+@pytest.mark.parametrize("recurrent", ["gaussian", "orthogonal"])
 def test_untied_sampler_follows_the_law(cell, recurrent):
     n, n_in = 300, 120
-    names = _GATE_NAMES[cell]
-    gates = {g: GateHP(mu=0.5 * j - 1, rho=0.3 + 0.2 * j, sigma=0.5 + 0.5 * j, nu=1.5 - 0.3 * j)
+    names = GATES[cell]
+    gates = {g: Gate(mu=0.5 * j - 1, rho=0.3 + 0.2 * j, sigma=0.5 + 0.5 * j, nu=1.5 - 0.3 * j)
              for j, g in enumerate(names)}
-    gen = _generators(3, CPU)
-    w_ih, w_hh = _sample_weights(cell, gates, recurrent, n, n_in, gen["weights"])
-    w_ih2, w_hh2 = _sample_weights(cell, gates, recurrent, n, n_in, gen["weights"])
+    hp = Hyper(cell, gates, orthogonal=recurrent == "orthogonal")
+    gen = generators(3, CPU)
+    w_ih, w_hh = sample_weights(hp, n, n_in, gen["weights"])
+    w_ih2, w_hh2 = sample_weights(hp, n, n_in, gen["weights"])
     assert not torch.equal(w_hh, w_hh2) and not torch.equal(w_ih, w_ih2)  # fresh draws (untied)
     for j, g in enumerate(names):
-        hp, rows = gates[g], slice(j * n, (j + 1) * n)
+        g_hp, rows = gates[g], slice(j * n, (j + 1) * n)
         u, w = w_hh[rows], w_ih[rows]  # (n, n), (n, n_in)
-        assert u.var().item() * n == pytest.approx(hp.sigma ** 2, rel=0.05)
-        assert abs(u.mean().item()) < 4 * hp.sigma / n  # 4 standard errors of the mean of n^2 entries
-        assert w.var().item() * n_in == pytest.approx(hp.nu ** 2, rel=0.05)
-        if recurrent is Recurrent.orthogonal:
+        assert u.var().item() * n == pytest.approx(g_hp.sigma ** 2, rel=0.05)
+        assert abs(u.mean().item()) < 4 * g_hp.sigma / n  # 4 standard errors of the mean of n^2 entries
+        assert w.var().item() * n_in == pytest.approx(g_hp.nu ** 2, rel=0.05)
+        if recurrent == "orthogonal":
             eye = torch.eye(n, dtype=u.dtype)
-            torch.testing.assert_close(u @ u.T, hp.sigma ** 2 * eye, atol=1e-10, rtol=0)
+            torch.testing.assert_close(u @ u.T, g_hp.sigma ** 2 * eye, atol=1e-10, rtol=0)
     # Biases: per unit N(mu, rho^2), b_hh = 0 (so the GRU's b_hn = 0); wide so that the moments are sharp.
     wide = 20_000
-    b_ih, b_hh = _sample_biases(cell, gates, wide, gen["biases"])
+    b_ih, b_hh = sample_biases(hp, wide, gen["biases"])
     assert torch.all(b_hh == 0)
     for j, g in enumerate(names):
         b = b_ih[j * wide:(j + 1) * wide]
@@ -108,12 +108,12 @@ def test_untied_sampler_follows_the_law(cell, recurrent):
 
 
 def test_tied_module_is_initialized_by_init_meanfield():
-    gates = hps("gru", GateHP(mu=0.3, rho=0.0, sigma=2.0, nu=0.5))
-    rnn = _tied_module("gru", gates, Recurrent.orthogonal, 64, 20, seed=5, device=CPU, dtype=torch.float64)
+    gates = hps("gru", Gate(mu=0.3, rho=0.0, sigma=2.0, nu=0.5), recurrent="orthogonal")
+    rnn = tied_module(gates, 64, 20, seed=5, device=CPU, dtype=torch.float64)
     u = rnn.weight_hh_l0[:64]  # (n, n) the r block
     torch.testing.assert_close(u @ u.T, 4.0 * torch.eye(64, dtype=torch.float64), atol=1e-12, rtol=0)
     assert torch.all(rnn.bias_ih_l0 == 0.3) and torch.all(rnn.bias_hh_l0 == 0)
-    again = _tied_module("gru", gates, Recurrent.orthogonal, 64, 20, seed=5, device=CPU, dtype=torch.float64)
+    again = tied_module(gates, 64, 20, seed=5, device=CPU, dtype=torch.float64)
     assert torch.equal(again.weight_hh_l0, rnn.weight_hh_l0)  # seeded, reproducible
 
 
@@ -138,7 +138,7 @@ def test_two_sequence_inputs():
 @pytest.mark.parametrize("tied", [True, False])
 def test_gru_trajectory_small_sigma(cell, tied):
     steps, split = 80, 20
-    tr = simulate_trajectory(cell, hps(cell, GateHP(sigma=0.5, nu=1.0)), "gaussian", width=200, steps=steps,
+    tr = simulate_trajectory(hps(cell, Gate(sigma=0.5, nu=1.0)), width=200, steps=steps,
                              split=split, R=1.0, input_size=100, tied=tied, seed=1)
     assert isinstance(tr, Trajectory) and tr.q_s_a is None and tr.c_s is None
     assert tr.t.tolist() == list(range(steps + 1))
@@ -158,8 +158,8 @@ def test_gru_trajectory_small_sigma(cell, tied):
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_lstm_trajectory_records_the_cell_state(tied):
-    gates = hps("lstm", GateHP(sigma=1.0, nu=1.0), f=GateHP(mu=1.0, sigma=1.0, nu=1.0))
-    tr = simulate_trajectory("lstm", gates, "orthogonal", width=96, steps=40, split=10, R=1.0, input_size=50,
+    gates = hps("lstm", Gate(sigma=1.0, nu=1.0), recurrent="orthogonal", f=Gate(mu=1.0, sigma=1.0, nu=1.0))
+    tr = simulate_trajectory(gates, width=96, steps=40, split=10, R=1.0, input_size=50,
                              tied=tied, seed=2)
     assert tr.q_s_a.shape == tr.c_s.shape == (41,)
     assert np.all(np.isfinite(tr.q_s_a)) and tr.q_s_a[-1] > 0
@@ -172,18 +172,18 @@ def test_lstm_trajectory_records_the_cell_state(tied):
 def test_tied_trajectory_runs_the_module_and_is_reproducible():
     # The tied LSTM path (torch module, step by step) equals the hand-written step with the module's
     # weights and the same input stream.
-    gates = hps("lstm", GateHP(sigma=1.0, nu=1.0, rho=0.2))
+    gates = hps("lstm", Gate(sigma=1.0, nu=1.0, rho=0.2))
     kw = dict(width=48, steps=15, split=5, R=1.0, input_size=30, tied=True, seed=4)
-    tr = simulate_trajectory("lstm", gates, "gaussian", **kw)
-    p = _module_weights(_tied_module("lstm", gates, Recurrent.gaussian, 48, 30, 4, CPU, torch.float64))
-    x = two_sequence_inputs(15, 5, 30, 1.0, _generators(4, CPU)["inputs"], CPU)  # (T, 2, n_in)
+    tr = simulate_trajectory(gates, **kw)
+    p = module_weights(tied_module(gates, 48, 30, 4, CPU, torch.float64))
+    x = two_sequence_inputs(15, 5, 30, 1.0, generators(4, CPU)["inputs"], CPU)  # (T, 2, n_in)
     h = c = torch.zeros(2, 48, dtype=torch.float64)
     with torch.no_grad():
         for t in range(15):
-            h, c, _ = _lstm_step(p, x[t], h, c)
+            h, c, _ = lstm_step(p, x[t], h, c)
     assert tr.q_h_a[-1] == pytest.approx((h[0] @ h[0]).item() / 48, rel=1e-10)
     assert tr.c_s[-1] == pytest.approx((c[0] @ c[1]).item() / 48, rel=1e-10)
-    again = simulate_trajectory("lstm", gates, "gaussian", **kw)
+    again = simulate_trajectory(gates, **kw)
     np.testing.assert_array_equal(again.c_h, tr.c_h)
 
 
@@ -193,15 +193,15 @@ def test_lstm_constant_gates_jacobian_is_forget_gate(tied):
     # sigma = nu = 0: every gate is sigmoid(bias), constant in time, and U = 0 makes K = 0 in eq. (10),
     # so the effective Jacobian is D_f exactly.
     n, seed = 80, 7
-    gates = hps("lstm", GateHP(mu=0.0, rho=1.0, sigma=0, nu=0), f=GateHP(mu=1.0, rho=1.5, sigma=0, nu=0))
-    sp = jacobian_spectra("lstm", gates, "gaussian", n, R=1.0, burn_in=5, product_steps=3, input_size=20,
+    gates = hps("lstm", Gate(mu=0.0, rho=1.0, sigma=0, nu=0), f=Gate(mu=1.0, rho=1.5, sigma=0, nu=0))
+    sp = jacobian_spectra(gates, n, R=1.0, burn_in=5, product_steps=3, input_size=20,
                           tied=tied, seed=seed)
     assert isinstance(sp, Spectra) and sp.one_step.shape == sp.product.shape == (n,)
     if tied:
-        rnn = _tied_module("lstm", gates, Recurrent.gaussian, n, 20, seed, CPU, torch.float64)
+        rnn = tied_module(gates, n, 20, seed, CPU, torch.float64)
         b = (rnn.bias_ih_l0 + rnn.bias_hh_l0)[n:2 * n]  # the f block
     else:
-        b = _sample_biases("lstm", gates, n, _generators(seed, CPU)["biases"])[0][n:2 * n]
+        b = sample_biases(gates, n, generators(seed, CPU)["biases"])[0][n:2 * n]
     expected = np.sort(sigmoid(b.numpy()) ** 2)[::-1]
     np.testing.assert_allclose(sp.one_step, expected, atol=1e-6, rtol=0)
     assert sp.m1 == pytest.approx(expected.mean(), abs=1e-9)
@@ -214,9 +214,9 @@ def test_product_of_constant_diagonal_jacobians(cell, tied):
     # All recurrent weights zero and the keep gate (f or z) constant: J = D_keep at every step, so the
     # squared singular values of the product are the per-step ones to the power product_steps.
     keep = "f" if cell == "lstm" else "z"
-    const = GateHP(mu=2.0, rho=1.0, sigma=0, nu=0)
-    gates = hps(cell, GateHP(mu=0.0, rho=0.5, sigma=0, nu=1.0), **{keep: const})
-    sp = jacobian_spectra(cell, gates, "gaussian", 60, R=1.0, burn_in=4, product_steps=6, input_size=20,
+    const = Gate(mu=2.0, rho=1.0, sigma=0, nu=0)
+    gates = hps(cell, Gate(mu=0.0, rho=0.5, sigma=0, nu=1.0), **{keep: const})
+    sp = jacobian_spectra(gates, 60, R=1.0, burn_in=4, product_steps=6, input_size=20,
                           tied=tied, seed=3)
     np.testing.assert_allclose(sp.product, sp.one_step ** 6, rtol=1e-10, atol=0)
 
@@ -237,8 +237,8 @@ def test_untied_gru_constant_gates_moments_match_eq19(cell):
     # match it, and then m_1, m_2 of eq. (19) with B = (1 - f) r tanh'(u_n) must match the measured
     # moments of the one-step Jacobian of the untied network.
     mu_z, mu_r, mu_n, sigma_n, nu_n, R, n = 1.0, 1.0, 0.3, 2.0, 0.5, 1.0, 400
-    gates = {"r": GateHP(mu=mu_r, rho=0, sigma=0, nu=0), "z": GateHP(mu=mu_z, rho=0, sigma=0, nu=0),
-             "n": GateHP(mu=mu_n, rho=0, sigma=sigma_n, nu=nu_n)}
+    gates = Hyper(cell, {"r": Gate(mu=mu_r, rho=0, sigma=0, nu=0), "z": Gate(mu=mu_z, rho=0, sigma=0, nu=0),
+                         "n": Gate(mu=mu_n, rho=0, sigma=sigma_n, nu=nu_n)})
     f, r = sigmoid(mu_z), sigmoid(mu_r)
 
     def var_n(q: float) -> float:
@@ -253,9 +253,9 @@ def test_untied_gru_constant_gates_moments_match_eq19(cell):
     m1 = f ** 2 + sigma_n ** 2 * b2
     m2 = f ** 4 + 4 * sigma_n ** 2 * f ** 2 * b2 + sigma_n ** 4 * (b4 + b2 ** 2)  # kappa = 0: Gaussian U_n
 
-    tr = simulate_trajectory(cell, gates, "gaussian", width=n, steps=60, split=60, R=R, tied=False)
+    tr = simulate_trajectory(gates, width=n, steps=60, split=60, R=R, tied=False)
     assert tr.q_h_a[30:].mean() == pytest.approx(q, rel=0.05)
-    sp = jacobian_spectra(cell, gates, "gaussian", n, R=R, burn_in=40, product_steps=1, tied=False)
+    sp = jacobian_spectra(gates, n, R=R, burn_in=40, product_steps=1, tied=False)
     assert sp.m1 == pytest.approx(m1, rel=0.05)
     assert sp.m2 == pytest.approx(m2, rel=0.08)
     # a single step's product is the step itself
@@ -264,8 +264,10 @@ def test_untied_gru_constant_gates_moments_match_eq19(cell):
 
 def test_bad_arguments():
     with pytest.raises(ValueError):
-        simulate_trajectory("rnn", {}, "gaussian", 8, 2, 1, 1.0)
+        simulate_trajectory(hps("gru"), 0, 2, 1, 1.0)
+    with pytest.raises(ValueError, match="sigma"):
+        simulate_trajectory(hps("gru", Gate(sigma=-1.0)), 8, 2, 1, 1.0)
+    with pytest.raises(ValueError, match="grids"):
+        simulate_trajectory(hps("gru", Gate(mu=np.zeros(3))), 8, 2, 1, 1.0)
     with pytest.raises(ValueError):
-        simulate_trajectory("gru", hps("lstm"), "gaussian", 8, 2, 1, 1.0)
-    with pytest.raises(ValueError):
-        jacobian_spectra("gru", hps("gru"), "gaussian", 8, 1.0, product_steps=0)
+        jacobian_spectra(hps("gru"), 8, 1.0, product_steps=0)

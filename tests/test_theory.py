@@ -3,15 +3,14 @@ against simulated untied networks over randomized hyperparameters (docs/theory.m
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 
 from conftest import run_cli
-from mftrnn.schema import GateHP
+from mftrnn.cells import GATES
 from mftrnn.theory import closed, population
-from mftrnn.theory.closed import Gate, Hyper
+from mftrnn.theory.hyper import Gate, Hyper
 from mftrnn.theory.grid import axis_values, compute_grid
 from mftrnn.theory.simulate import simulate_trajectory
 
@@ -73,24 +72,34 @@ def test_lstm_closure_is_close_to_the_exact_population():
     assert lam == pytest.approx(float(closed.m1(hp, fp, 1.0)), rel=0.03)
 
 
-def test_bias_spread_changes_the_exact_answer():
-    """rho > 0: the population solver differs from the closed form that treats rho^2 as variance."""
-    hp = gru_c().with_gate("z", mu=2.0, rho=1.5)
-    closed_q = float(closed.fixed_point(hp, 1.0).q_h)
-    pop_q = population.fixed_point(hp, 1.0, population=40_000, burn_in=150, average=40)["q_h"]
-    assert abs(pop_q - closed_q) / closed_q > 0.05
+@pytest.mark.parametrize("cell", ["gru", "gru_reset_before", "lstm"])
+def test_closed_forms_follow_the_population_under_a_bias_spread(cell):
+    """rho > 0: the per-unit quadrature (eq. (T31)) is exact for the GRU and closes only the LSTM's
+    cell state; the sampled population is exact. P = 60,000: noise ~ 0.5 %. The closure's measured
+    error here is below 1 % (docs/theory.md §2.6), so 2.5 % is a failure of the method, not noise."""
+    keep = "f" if cell == "lstm" else "z"
+    hp = Hyper(cell, {k: G() for k in GATES[cell]}).with_gate(keep, mu=2.0, rho=1.0)
+    if cell == "gru_reset_before":
+        hp = hp.with_gate("r", rho=1.0)
+    fp = closed.fixed_point(hp, 1.0)
+    pfp = population.fixed_point(hp, 1.0, population=60_000, burn_in=150, average=40)
+    assert pfp["q_h"] == pytest.approx(float(fp.q_h), rel=0.025)
+    lam = population.tangent_growth(hp, 1.0, population=60_000, burn_in=150, steps=closed.WINDOW)
+    assert lam == pytest.approx(float(closed.slope_c(hp, fp, 1.0)), rel=0.01)
+    # the spread slows forgetting beyond the one-step m_1: lambda_C averages over slow units
+    assert float(closed.slope_c(hp, fp, 1.0)) > float(closed.m1(hp, fp, 1.0)) + 0.05
 
 
 # ----------------------------------------------------------------------------- theory vs networks
 def _random_cases(cell, n, seed):
     rng = np.random.default_rng(seed)
-    gates = closed.GATES[cell]
+    gates = GATES[cell]
     keep = "f" if cell == "lstm" else "z"
     for _ in range(n):
-        hp = {k: GateHP(mu=float(rng.uniform(-1, 1)), rho=0.0, sigma=float(rng.uniform(0.3, 1.5)),
-                        nu=float(rng.uniform(0.3, 1.2))) for k in gates}
+        hp = {k: G(mu=float(rng.uniform(-1, 1)), rho=0.0, sigma=float(rng.uniform(0.3, 1.5)),
+                   nu=float(rng.uniform(0.3, 1.2))) for k in gates}
         hp[keep].mu = float(rng.uniform(0, 2))  # fast to moderately slow keep gates
-        yield hp
+        yield Hyper(cell, hp)
 
 
 @pytest.mark.parametrize("cell,seed", [("gru", 1), ("gru_reset_before", 2), ("lstm", 3)])
@@ -103,17 +112,12 @@ def test_theory_matches_untied_networks_over_random_hyperparameters(cell, seed):
     two input sequences' finite-n overlap), so its mean over 3 seeds and t = split+1..split+3 is
     compared at 20% (about 3 standard errors)."""
     steps, split = 50, 20
-    for gates in _random_cases(cell, 2, seed=seed):
-        hp = Hyper(cell, {k: G(mu=g.mu, rho=g.rho, sigma=g.sigma, nu=g.nu) for k, g in gates.items()})
-        if cell == "lstm":
-            th = population.trajectory(hp, steps, split, 1.0, population=40_000)
-            gap = th["d_h"]
-        else:
-            th = closed.trajectory(hp, steps, split, 1.0)
-            gap = np.sqrt(th["q_h_a"] * th["q_h_b"]) - th["c_h"]
+    for hp in _random_cases(cell, 2, seed=seed):
+        gates = {k: vars(g) for k, g in hp.gates.items()}
+        th = closed.trajectory(hp, steps, split, 1.0)  # the LSTM too: the closure, docs/theory.md §2.6
         with np.errstate(invalid="ignore", divide="ignore"):
-            th_omc = gap / np.sqrt(th["q_h_a"] * th["q_h_b"])
-        sims = [simulate_trajectory(cell, gates, "gaussian", 500, steps, split, 1.0, tied=False, seed=s) for s in range(3)]
+            th_omc = closed.one_minus_c(th)
+        sims = [simulate_trajectory(hp, 500, steps, split, 1.0, tied=False, seed=s) for s in range(3)]
         q_sim = np.mean([s.q_h_a for s in sims], axis=0)
         assert q_sim[-20:].mean() == pytest.approx(th["q_h_a"][-20:].mean(), rel=0.06), gates
         window = slice(split + 1, split + 4)
@@ -122,15 +126,12 @@ def test_theory_matches_untied_networks_over_random_hyperparameters(cell, seed):
 
 
 # ----------------------------------------------------------------------------- grids and the CLI
-def test_grid_is_vectorized_and_fast():
+def test_grid_is_vectorized():
     hp = Hyper("lstm", {k: G() for k in "ifgo"})
     x = axis_values(["init.gates.f.mu", -2, 8, 101], "x", "lstm")
     y = axis_values(["init.gates.f.sigma", 0, 2, 101], "y", "lstm")
-    t0 = time.perf_counter()
-    res = compute_grid(hp, 1.0, x, y)
-    seconds = time.perf_counter() - t0
+    res = compute_grid(hp, 1.0, x, y)  # speed: `mftrnn bench theory` (docs/performance.md)
     assert res["xi_C"].shape == (101, 101)
-    assert seconds < 3.0  # ~1.3 s measured on 2 idle cores; the margin absorbs a loaded CI machine
     # memory grows with the forget bias: xi_C increases along x at fixed sigma_f = 0, up to the
     # edge of chaos (m_1 = 1, xi_C infinite) near mu_f = 6.6 for these hyperparameters
     row = res["xi_C"][0]
@@ -153,20 +154,23 @@ def test_cli_writes_theory_json_with_grid_and_simulation(tmp_path):
                   "theory.grid.y=[init.gates.z.sigma,0,1,6]", "device=cpu", f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr
     d = json.loads((out / "theory.json").read_text())
-    for path in ("fixed_point.Q_h", "xi.Q", "xi.C", "jacobian.m1", "jacobian.m2", "trajectory.t",
-                 "trajectory.Q_h", "trajectory.C_h"):
+    for path in ("stationary.Q_h", "stationary.xi_Q", "stationary.xi_C", "stationary.m1", "jacobian.m1",
+                 "jacobian.m2", "trajectory.t", "trajectory.Q_h_a", "trajectory.C_h", "trajectory.distance",
+                 "memory.horizon", "hyperparameters.gates.z.mu", "inputs.R_stationary"):
         node = d
         for part in path.split("."):
             node = node[part]
         assert node is not None, path
-    assert len(d["trajectory"]["t"]) == 31 and d["method"] == "closed"
+    assert len(d["trajectory"]["t"]) == 31 and d["stationary"]["method"] == "closed"
     assert set(d["simulation"]) >= {"tied", "untied"}
     for f in ("grid.npz", "grid_xi_C.png", "trajectories.png", "spectrum.png"):
         assert (out / f).exists(), f
+    assert not (out / "grid_horizon.png").exists()  # only with theory.grid.horizon=true
+    assert "[" not in out.name
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["init=standard"], "meanfield"),
+    (["init=critical"], "init=critical is not available yet"),
     (["theory.grid.x=[init.gates.q.mu,0,1,5]", "theory.grid.y=[init.gates.f.mu,0,1,5]"], "not a grid key"),
     (["theory.split=500"], "theory.split"),
     (["theory.input.R=-1"], "theory.input.R"),

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mftrnn.schema import GateHP
 from mftrnn.theory import closed, population, tied
-from mftrnn.theory.closed import Gate as G, Hyper
-from mftrnn.theory.simulate import _generators, simulate_trajectory, two_sequence_inputs
+from mftrnn.cells import GATES
+from mftrnn.theory.hyper import Gate as G, Hyper
+from mftrnn.theory.simulate import generators, simulate_trajectory, two_sequence_inputs
 
 STEPS, SPLIT = 25, 20
 
@@ -29,7 +29,7 @@ def one_minus_c(tr: dict) -> np.ndarray:
 
 def hyper(cell: str, **over) -> Hyper:
     """mu = rho = 0, sigma = nu = 1 for every gate, then the overrides {gate: Gate(...)}."""
-    return Hyper(cell, {**{k: G() for k in closed.GATES[cell]}, **over})
+    return Hyper(cell, {**{k: G() for k in GATES[cell]}, **over})
 
 
 # ----------------------------------------------------------------------------- reduction to untied
@@ -86,8 +86,8 @@ def test_fast_gates_nearly_equal_the_untied_theory(cell):
 
 
 # ----------------------------------------------------------------------------- tied networks
-def _gates(cell: str, **over) -> dict[str, GateHP]:
-    out = {k: GateHP(mu=0.0, rho=0.0, sigma=1.0, nu=1.0) for k in closed.GATES[cell]}
+def _gates(cell: str, **over) -> dict[str, G]:
+    out = {k: G(mu=0.0, rho=0.0, sigma=1.0, nu=1.0) for k in GATES[cell]}
     for k, params in over.items():
         for p, v in params.items():
             setattr(out[k], p, float(v))
@@ -119,11 +119,10 @@ def test_theory_matches_tied_networks_with_slow_gates(cell):
     hp = Hyper(cell, {k: G(mu=v.mu, rho=v.rho, sigma=v.sigma, nu=v.nu) for k, v in g.items()})
     sim_q, sim_o, th_q, th_o = [], [], [], []
     for seed in range(3):
-        r = simulate_trajectory(cell, g, "gaussian", 1000, steps, split, 1.0, tied=True, seed=seed,
-                                device="cpu")
+        r = simulate_trajectory(hp, 1000, steps, split, 1.0, tied=True, seed=seed, device="cpu")
         # the simulator's own input realization (its "inputs" stream), so that the comparison is
         # free of the inputs' finite-n_in fluctuation
-        stream = _generators(seed, torch.device("cpu"))["inputs"]
+        stream = generators(seed, torch.device("cpu"))["inputs"]
         x = two_sequence_inputs(steps, split, 200, 1.0, stream, "cpu")  # (T, 2, n_in)
         th = tied.trajectory(hp, tied.sequence_features(x), population=10_000, seed=seed, device="cpu")
         sim_q.append(r.q_h_a[t])
@@ -201,8 +200,6 @@ def test_outputs_and_degenerate_inputs():
 
 
 def test_bad_arguments_are_clear_errors():
-    with pytest.raises(ValueError, match="orthogonal"):
-        tied.scenario_trajectory(Hyper("gru", hyper("gru").gates, orthogonal=True), 5, 2, 1.0, population=10)
     for bad in (torch.zeros(2, 5), torch.zeros(2, 0, 3), torch.zeros(1, 2, 5, 3)):
         with pytest.raises(ValueError, match="features"):
             tied.trajectory(hyper("gru"), bad, population=10, device="cpu")

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from conftest import run_cli
 from mftrnn.errors import ConfigError
 from mftrnn.theory import closed, population, tied
-from mftrnn.theory.closed import Gate, Hyper
+from mftrnn.theory.hyper import Gate, Hyper
 
 NO_SPECTRA = ["theory.spectrum.density=false", "theory.spectrum.product=false", "theory.spectrum.population=500",
               "device=cpu"]
@@ -77,42 +77,47 @@ def test_untied_inputs_are_fresh_at_every_step():
 def test_tied_theory_through_the_app(tmp_path):
     r = run(tmp_path, "cell=gru", "init.gates.z.mu=3", "theory.weights=tied", "theory.steps=70",
             "theory.population=4000")
-    assert r["weights"] == "tied" and json.loads((tmp_path / "theory.json").read_text())["weights"] == "tied"
+    assert r["trajectory"]["theory"] == "tied"
+    assert json.loads((tmp_path / "theory.json").read_text())["trajectory_untied"]["theory"] == "untied"
     m = r["memory"]
-    assert m["split"] == 20 and m["eps"] == 0.01 and m["one_minus_c_at_split"] == pytest.approx(1, abs=0.05)
+    assert m["split"] == 20 and m["eps"] == 0.01 and m["distance_at_split"] > 0
     # Slow update gate: the untied theory forgets in ~34 steps (xi_C = 7.4), the tied one later.
     assert 30 <= m["horizon_untied"] <= 38 and m["horizon"] > m["horizon_untied"]
-    assert m["horizon_untied"] == pytest.approx(np.log(100) * r["xi"]["C"], abs=3)
-    assert len(r["trajectory"]["Q_h"]) == 71 and len(r["trajectory_untied"]["Q_h"]) == 71
+    assert m["horizon_untied"] == pytest.approx(np.log(100) * r["stationary"]["xi_C"], abs=3)
+    assert len(r["trajectory"]["Q_h_a"]) == 71 and len(r["trajectory_untied"]["Q_h_a"]) == 71
+    assert (tmp_path / "trajectories.png").stat().st_size > 10_000  # a plot without theory.simulate
 
 
 def test_task_inputs_are_two_real_examples(tmp_path, data_root):
     r = run(tmp_path, "cell=lstm", "init.gates.f.mu=3", "theory.weights=tied", "theory/input=task",
             "task.pad=30", "theory.population=2000", f"data.root={data_root}")
-    inp = r["input"]
+    inp = r["inputs"]
     assert inp["source"] == "task" and inp["labels"] == [7, 2] and inp["steps"] == 58 and inp["input_size"] == 28
     assert 10 < inp["split"] <= 28  # the digits' rows differ up to here; the zero padding is shared
-    assert np.allclose(inp["R_a"][28:], 0) and np.allclose(inp["R_ab"][inp["split"]:], inp["R_a"][inp["split"]:])
-    assert r["memory"]["split"] == inp["split"] and len(r["trajectory"]["Q_h"]) == 59
-    omc = np.asarray(r["trajectory"]["one_minus_c"], float)
+    assert inp["R_stationary"] == 0.0  # zero padding
+    assert r["memory"]["split"] == inp["split"] and len(r["trajectory"]["Q_h_a"]) == 59
+    omc = np.asarray([np.nan if v is None else v for v in r["trajectory"]["one_minus_c"]], float)
     assert np.all(np.isnan(omc[:5]))  # blank first rows: both states are zero, 1 - C/Q is undefined
     assert np.all((omc[inp["split"]:] > 0) & (omc[inp["split"]:] < 1.5))
 
 
 def test_horizon_grid_for_both_theories(tmp_path):
     r = run(tmp_path, "cell=gru", "theory.weights=tied", "theory.steps=40", "theory.grid.x=[init.gates.z.mu,0,3,3]",
-            "theory.grid.y=[theory.input.R,0.5,1.5,2]", "theory.grid.population=500", "theory.grid.chunk_gb=0.001")
+            "theory.grid.y=[theory.input.R,0.5,1.5,2]", "theory.grid.horizon=true", "theory.grid.population=500",
+            "theory.grid.chunk_gb=0.001")
     g = np.load(tmp_path / "grid.npz")
     assert g["horizon_tied"].shape == g["horizon_untied"].shape == (2, 3)
     assert r["grid"]["chunk"] < 6  # processed in several chunks, same result as one (shared noise)
+    assert r["grid"]["memory_level"] == 20  # theory.steps - theory.split: one level for both plots
     finite = np.isfinite(g["horizon_untied"])
     assert finite[:, 0].all() and np.all(np.diff(np.where(finite, g["horizon_untied"], 99), axis=1) >= 0)  # slower z
     assert (tmp_path / "grid_horizon.png").stat().st_size > 10_000
 
 
-def test_tied_refuses_orthogonal_weights(tmp_path):
-    with pytest.raises(ConfigError, match="init.recurrent=gaussian"):
-        run(tmp_path, "cell=gru", "theory.weights=tied", "init.recurrent=orthogonal", "theory.steps=30")
+def test_tied_theory_takes_orthogonal_weights_as_gaussian(tmp_path):
+    r = run(tmp_path, "cell=gru", "theory.weights=tied", "init.recurrent=orthogonal", "theory.steps=30",
+            "theory.population=1000")
+    assert "orthogonal" in r["trajectory"]["note"]
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -1,6 +1,6 @@
 """Hyperparameter grids over a 2-D slice, with heat maps: the closed-form theory's time scales
-(docs/theory.md §5), and the memory horizon of the untied and tied theories (one batched
-population, on the GPU when there is one; §7.6)."""
+(docs/theory.md §5), and, when asked, the memory horizon of the untied and tied theories (one
+batched population, on the GPU when there is one; §7.6)."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from mftrnn.errors import ConfigError
-from mftrnn.theory.closed import GATES, Gate, Hyper, fixed_point, length_slope, m1, memory_horizon, one_minus_c, xi
+from mftrnn.cells import GATES
+from mftrnn.theory.closed import fixed_point, length_slope, memory_horizon, tangent, xi
+from mftrnn.theory.hyper import Gate, Hyper
 
 AXIS_KEY = re.compile(r"^init\.gates\.(\w+)\.(mu|rho|sigma|nu)$")
 
@@ -35,14 +37,29 @@ def _set(hp: Hyper, r_in, key: str, values: np.ndarray):
     return replace(hp, gates=gates), r_in
 
 
+def check_grid(hp: Hyper, grid, source: str) -> None:
+    """Fail at the door on keys that are not a gate parameter of this cell, on gates whose bias
+    follows a non-Gaussian law (chrono, pytorch), and on theory.input.R with task inputs."""
+    for name in ("x", "y"):
+        key, _ = axis_values(getattr(grid, name), name, hp.cell)
+        m = AXIS_KEY.match(key)
+        if m and m.group(1) in hp.law_gates and m.group(2) in ("mu", "rho"):
+            raise ConfigError(f"theory.grid.{name}: {key} is not a parameter of init={hp.source.get('init')} "
+                              f"(gate {m.group(1)}'s bias follows its own law); use init=meanfield")
+        if key == "theory.input.R" and source == "task":
+            raise ConfigError("theory.input.R is a grid key of the scenario inputs, not of theory/input=task")
+
+
 def compute_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Q_h*, m_1, xi_C = -1/ln m_1 and xi_Q on the grid; arrays are (len(y), len(x))."""
+    """Q_h*, m_1, lambda_C and xi_C = -1/ln lambda_C, and xi_Q on the grid; arrays are (len(y), len(x)).
+    xi_Q is left out (NaN) where a bias spread makes it cost d K map evaluations per point."""
     vx, vy = x[1], y[1]
     hp, r = _grid_hyper(hp, r_in, x, y)
     fp = fixed_point(hp, r)
-    lam = m1(hp, fp, r)
-    slope = length_slope(hp, fp, r)
-    return {"x": vx, "y": vy, "q_h": fp.q_h, "m1": lam, "xi_C": xi(lam), "xi_Q": xi(slope)}
+    m_1, lam = tangent(hp, fp, r)
+    spread = fp.rule[1].size > 1
+    xi_q = np.full(np.shape(fp.q_h), np.nan) if spread else xi(length_slope(hp, fp, r))
+    return {"x": vx, "y": vy, "q_h": fp.q_h, "m1": m_1, "lambda_C": lam, "xi_C": xi(lam), "xi_Q": xi_q}
 
 
 def _grid_hyper(hp: Hyper, r_in, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> tuple[Hyper, np.ndarray]:
@@ -63,7 +80,7 @@ def _scaled_inputs(hp: Hyper, r: np.ndarray, r_ref: float) -> Hyper:
 
 def horizon_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray], features,
                  split: int, eps: float, with_tied: bool = True, population: int = 2000, seed: int = 0,
-                 device=None, chunk_gb: float = 4.0, task_inputs: bool = False) -> dict[str, np.ndarray]:
+                 device=None, chunk_gb: float = 4.0) -> dict[str, np.ndarray]:
     """The memory horizon (eq. (T29)) on the grid, (len(y), len(x)) arrays, NaN where it is longer
     than steps - split: `horizon_untied` and, with `with_tied`, `horizon_tied`. Both come from the
     batched population of mftrnn.theory.tied (untied: fresh fields at every step; the same units'
@@ -74,8 +91,6 @@ def horizon_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str
 
     from mftrnn.theory import tied
 
-    if task_inputs and "theory.input.R" in (x[0], y[0]):
-        raise ConfigError("theory.input.R is a grid key of the scenario inputs, not of theory/input=task")
     ghp, r = _grid_hyper(hp, r_in, x, y)
     ghp = _scaled_inputs(ghp, r, r_in)
     shape, n = r.shape, r.size
@@ -87,25 +102,25 @@ def horizon_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str
     chunk = int(max(1, min(n, chunk_gb * 1e9 // max(per_point, 1))))
     out = {"x": x[1], "y": y[1], "steps": steps, "split": split, "population": population, "chunk": chunk}
     for name, is_tied in (("untied", False),) + ((("tied", True),) if with_tied else ()):
-        omc = np.empty((steps + 1, n))
+        dist = np.empty((steps + 1, n))
         t0 = time.perf_counter()
         for lo in range(0, n, chunk):
             sl = slice(lo, min(n, lo + chunk))
             part = replace(ghp, gates={k: Gate(**{a: v[sl] for a, v in g.items()}) for k, g in flat.items()})
             res = tied.trajectory(part, features, population, seed, device, tied=is_tied)
-            omc[:, sl] = one_minus_c(res)
+            dist[:, sl] = res["d_h"]
         if device is not None and str(device).startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
         out[f"seconds_{name}"] = time.perf_counter() - t0
-        out[f"horizon_{name}"] = memory_horizon(omc.reshape((steps + 1,) + shape), split, eps)
+        out[f"horizon_{name}"] = memory_horizon(dist.reshape((steps + 1,) + shape), split, eps)
     return out
 
 
 def plot_horizon(res: dict, x_key: str, y_key: str, level: float, out: Path, title: str = "") -> Path:
-    """Heat map of log10 of the memory horizon (tied theory where computed, else untied; beyond the
-    trajectory shown as its end), with the contour horizon = `level` of each theory: the regions
-    predicted to remember for `level` steps (tied: solid, untied: dashed)."""
+    """Heat map of log10 of the memory horizon (tied theory where computed, else untied; capped at
+    the steps the trajectory shows after the split), with the boundary horizon = `level` of each
+    theory: the regions predicted to remember for `level` steps (tied: solid, untied: dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,15 +132,16 @@ def plot_horizon(res: dict, x_key: str, y_key: str, level: float, out: Path, tit
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     mesh = ax.pcolormesh(res["x"], res["y"], shown(res[main]), shading="auto", cmap="viridis", vmin=0,
                          vmax=np.log10(cap))
-    fig.colorbar(mesh, ax=ax, label=f"log10 memory horizon, {main.split('_')[1]} theory (steps; top = >= {cap:g})")
+    fig.colorbar(mesh, ax=ax, label=f"log10 memory horizon (steps), {main.split('_')[1]} theory; top: >= {cap:g}")
     handles = []
     for key, style, color in (("horizon_tied", "-", "white"), ("horizon_untied", "--", "tab:red")):
         if key in res:
-            z = shown(res[key])
-            if z.min() < np.log10(level) < z.max():
-                ax.contour(res["x"], res["y"], z, levels=[np.log10(level)], colors=color, linestyles=style)
+            # NaN (longer than shown) counts as >= level; the boundary sits half a step below it
+            z = np.where(np.isnan(res[key]), max(cap, level), res[key])
+            if z.min() < level - 0.5 < z.max():
+                ax.contour(res["x"], res["y"], z, levels=[level - 0.5], colors=color, linestyles=style)
             handles.append(plt.Line2D([], [], color=color, linestyle=style,
-                                      label=f"{key.split('_')[1]}: horizon = {level:g}"))
+                                      label=f"{key.split('_')[1]} theory: horizon = {level:g}"))
     ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.6)
     return _save(fig, ax, x_key, y_key, title or f"memory horizon; contours at {level:g} steps", out)
 

@@ -1,7 +1,8 @@
 """Population dynamics: the exact untied mean field for any per-unit bias spread (rho > 0) and for
 the LSTM's non-Gaussian cell state (docs/theory.md §2.4).
 
-P sampled units carry persistent biases b_k ~ N(mu_k, rho_k^2) and their states for two input
+P sampled units carry persistent biases drawn from the init's law (N(mu_k, rho_k^2) per gate, or a
+`hyper.BiasLaw`) and their states for two input
 sequences a and b. Each step, every gate gets fresh Gaussian fields whose variances and covariance
 are read off the population (eq. (T3) without the rho^2 term, which the persistent bias carries):
 that is exactly what fresh weights at every step (untied) produce in a wide network. The two
@@ -17,7 +18,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from mftrnn.theory.closed import GATES, Hyper
+from mftrnn.cells import GATES
+from mftrnn.theory.hyper import Hyper
 
 Tensor = torch.Tensor
 
@@ -83,8 +85,7 @@ class PopulationSolver:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         shape = (population,)
-        self.bias = {k: self.p[k]["mu"] + self.p[k]["rho"] * torch.randn(shape, generator=self.gen, device=self.device,
-                                                                           dtype=torch.float64) for k in GATES[hp.cell]}
+        self.bias = hp.sample_biases(population, self.gen, self.device)  # any bias law, eq. (T31)
         zeros = lambda: torch.zeros(shape, device=self.device, dtype=torch.float64)  # noqa: E731
         self.h_a, self.h_b = zeros(), zeros()
         self.s_a, self.s_b = zeros(), zeros()  # LSTM cell states

@@ -43,7 +43,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from mftrnn.theory.closed import GATES, Hyper
+from mftrnn.cells import GATES
+from mftrnn.theory.hyper import Hyper
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -187,12 +188,14 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
     draws depend only on seed, cell, population, S, T, d and the device: every grid point sees the
     same units' noise, so a grid point equals the scalar call with the same seed (to rounding).
 
+    Orthogonal recurrent weights (hp.orthogonal) are treated as Gaussian of the same scale: the two
+    agree on the mean-square growth of tied products, sum_k C(t,k)^2 f^(2(t-k)) c^(2k) for
+    J = f I + c U in the linear regime (docs/theory.md §7.8); the per-init table of §2.7 measures the
+    difference on real networks.
+
     tied=False gives the untied mean field by the same machinery (fresh recurrent and input fields
     at every step, persistent biases): the exact untied theory, batched over a grid like the tied
     one, used for the untied side of memory-horizon grids."""
-    if hp.orthogonal:
-        raise ValueError("the tied mean field assumes i.i.d. Gaussian recurrent weights; "
-                         "orthogonal ones are not supported")
     if population < 2:
         raise ValueError(f"population={population} is not allowed: need at least 2 units")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -208,7 +211,7 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
     def normal(*size: int) -> Tensor:
         return torch.randn(size, generator=gen, device=device, dtype=F64)
 
-    bias = {k: p[k]["mu"] + p[k]["rho"] * e for k, e in zip(names, normal(len(names), 1, pop))}  # (B, 1, P)
+    bias = hp.sample_biases(pop, gen, device, batch=p)  # (B, 1, P) per gate; bias laws too, eq. (T31)
     eps_in = normal(d, len(names), pop)  # (d, G, P) the units' input weights, shared by the batch
     kernels = {v: Kernel(n_b, n_idx, normal(n_idx, len(gs), pop), tied) for v, gs in groups.items()}
     # Columns of the features used at each step (scenario features are sparse): one host read, here.
