@@ -87,7 +87,8 @@ def _reset_after_candidate(hp: Hyper, q: Array, r_in: Array, n: int = N2, full: 
     # at K Chebyshev points of r^2 in [0, 1] and interpolate to the n_r nodes (barycentric), K << n_r.
     v_a = np.asarray(gn.nu ** 2 * r_in + gn.rho ** 2, float)[..., None]
     cheb = (1 - np.cos(np.pi * (np.arange(_K) + 0.5) / _K)) / 2  # (K,)
-    mu_n = np.broadcast_to(np.asarray(gn.mu, float)[..., None], np.broadcast_shapes(v_a.shape, v_g.shape, (_K,)))
+    mu_n = np.asarray(gn.mu, float)[..., None]
+    mu_n = np.broadcast_to(mu_n, np.broadcast_shapes(v_a.shape, v_g.shape, mu_n.shape, (_K,)))
     at_nodes = expect_many(_candidate_functions if full else _tanh_pair, mu_n, v_a + v_g * cheb)  # each (..., K)
     # barycentric weights of Chebyshev points of the first kind: (-1)^k sin((2k+1) pi / 2K)
     bary = (-1.0) ** np.arange(_K) * np.sin((2 * np.arange(_K) + 1) * np.pi / (2 * _K))
@@ -415,6 +416,7 @@ def length_slope(hp: Hyper, fp: FixedPoint, r_in: Array, h: float = 1e-7, window
     # A bias spread: the relaxation after every unit's second moments are raised in proportion,
     # averaged over `window` steps (as in slope_c).
     delta = np.concatenate([np.zeros(shape)] * (d - 2) + [np.broadcast_to(v, shape) for v in x0[d - 2:]], -1)
+    delta = np.where(np.abs(delta).sum(-1, keepdims=True) > 0, delta, 1.0)  # a zero state: raise it uniformly
     log_growth = 0.0
     for _ in range(window):
         new = np.einsum("...ij,...j->...i", jac, delta)

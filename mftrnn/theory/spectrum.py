@@ -153,6 +153,9 @@ class _Law:
         self.kappa = 1.0 if orthogonal else 0.0
         self.orthogonal = bool(orthogonal)
         self.m1, self.m2 = _moments(self)
+        keep = (self.s2 > 0) & np.any(self.Bq > 0, axis=1) & np.any(self.Cq > 0, axis=1)
+        self.Bq, self.Cq, self.s2 = self.Bq[keep], self.Cq[keep], self.s2[keep]
+        self.K = int(keep.sum())
 
 
 def _moments(law: _Law) -> tuple[float, float]:

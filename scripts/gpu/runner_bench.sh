@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/performance.md and the README's picture, in one device call:
-#   source scripts/device_setup.sh && bash scripts/gpu_issue2.sh "$OUT"
+#   source scripts/device_setup.sh && bash scripts/gpu/runner_bench.sh "$OUT"
 # (run from the repository root on the GPU machine; results land in $OUT).
 set -uo pipefail
 out=${1:?output dir}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The multi-GPU measurement of docs/performance.md, in one device call on a 2-GPU machine:
-#   source scripts/device_setup.sh && bash scripts/gpu_issue4.sh "$OUT"
+#   source scripts/device_setup.sh && bash scripts/gpu/multigpu_sweeps.sh "$OUT"
 # The same sweep of 4 padded-MNIST runs (STEPS steps each, default 400) four times: the default
 # (basic) launcher on one GPU, hydra/launcher=gpus restricted to one GPU, hydra/launcher=gpus on both,
 # and the same with every worker using all CPU threads (OMP_NUM_THREADS = cores instead of a share).
 # QUICK=1 runs only the two launcher sweeps (docs/performance.md: STEPS=1000 QUICK=1). nvidia-smi
-# samples every GPU twice a second throughout; everything lands in $OUT/issue4.tgz (walls.txt: each
+# samples every GPU twice a second throughout; everything lands in $OUT/multigpu_sweeps.tgz (walls.txt: each
 # sweep's wall time; <sweep>.jobs.txt: each run's placement and times; smi.csv: the samples).
 set -uo pipefail
 out=${1:?output dir}
@@ -46,4 +46,4 @@ else
 fi
 kill $smi
 cat "$out/walls.txt"
-cd "$out" && tar czf issue4.tgz --remove-files ./*.txt ./*.log smi.csv
+cd "$out" && tar czf multigpu_sweeps.tgz --remove-files ./*.txt ./*.log smi.csv
