@@ -12,7 +12,8 @@ USAGE = """usage: mftrnn <command> [overrides]
 commands:
   train    train an LSTM/GRU on a long-sequence task (Hydra app: key=value overrides, -m for sweeps)
   theory   the mean-field theory: fixed points, time scales, Jacobian spectra, grids (Hydra app)
-  bench    steps/s of the runner against a bare cuDNN training loop (see `mftrnn bench --help`)
+  bench    steps/s of the runner against a bare cuDNN training loop (see `mftrnn bench --help`);
+           `mftrnn bench theory`: the theory's speed on this machine (CPU)
 
 examples:
   mftrnn train task=padded_mnist task.pad=1000 cell=gru init=chrono
@@ -38,6 +39,11 @@ def main() -> None:
         from mftrnn.train import main as run
     elif command == "theory":
         from mftrnn.theory.app import main as run
+    elif command == "bench" and sys.argv[1:2] == ["theory"]:
+        from mftrnn.theory.bench import main as bench_theory
+
+        bench_theory(sys.argv[2:])
+        return
     elif command == "bench":
         from mftrnn.bench import main as run
     else:

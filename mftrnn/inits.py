@@ -35,24 +35,24 @@ def gate_block(param: torch.Tensor, gates: tuple[str, ...], gate: str) -> torch.
 
 
 def _glorot_head(model: RNNClassifier) -> None:
-    # theory.md §2.4: the readout V is Glorot-initialized, its bias zero.
+    # The readout (docs/theory.md §1) is Glorot-initialized, its bias zero.
     nn.init.xavier_uniform_(model.head.weight)
     nn.init.zeros_(model.head.bias)
 
 
 @torch.no_grad()
 def init_pytorch(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
-    """PyTorch's default (theory.md §7 row 1): every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+    """PyTorch's default (docs/theory.md §2.7, eq. (T30)): every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
     model.rnn.reset_parameters()
     model.head.reset_parameters()
 
 
 @torch.no_grad()
 def init_standard(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
-    """The TF/Keras default of the paper's era (theory.md §7 row 2), with per-gate orthogonality.
+    """The TF/Keras default of the paper's era (docs/theory.md §2.7), with per-gate orthogonality.
 
     Input kernel: Glorot-uniform over the stacked (n_in, G*H) kernel, as Keras does. Recurrent: an
-    orthogonal H x H block per gate (not Keras' orthogonal stacked kernel, theory.md §7 row 2').
+    orthogonal H x H block per gate (Keras orthogonalizes the stacked kernel instead).
     Biases zero; LSTM forget bias +1 (Jozefowicz et al. 2015), as the sum of the two vectors.
     """
     gates = GATES[model.cell]
@@ -70,7 +70,7 @@ def init_standard(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
 
 @torch.no_grad()
 def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, seq_len: int) -> None:
-    """Chrono initialization (Tallec & Ollivier 2018; theory.md §7 row 4) on top of `standard`.
+    """Chrono initialization (Tallec & Ollivier 2018; docs/theory.md §2.7) on top of `standard`.
 
     Per unit, b_keep ~ log U[1, T_max - 1], so that 1 - sigma(b_keep) spreads forgetting times over
     [2, T_max]. LSTM: the forget gate f keeps, and b_i = -b_f. GRU: z is the keep gate
@@ -92,7 +92,7 @@ def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, seq_len: int) -> No
 
 @torch.no_grad()
 def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, seq_len: int) -> None:
-    """Explicit mean-field hyperparameters per gate k (theory.md §2.2 and §5.4).
+    """Explicit mean-field hyperparameters per gate k (docs/theory.md §1).
 
     weight_hh block  <- N(0, sigma_k^2 / H) entries, or sigma_k x Haar-orthogonal (recurrent=orthogonal)
     weight_ih block  <- N(0, nu_k^2 / n_in) entries (n_in = H for layers above the first)

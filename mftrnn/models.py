@@ -18,7 +18,7 @@ GATES: dict[CellKind, tuple[str, ...]] = {kind: _GATE_NAMES[kind.value] for kind
 
 
 class RNNClassifier(nn.Module):
-    """logits = head(h^T), h^T the top layer's last hidden state (theory.md §2.4)."""
+    """logits = head(h^T), h^T the top layer's last hidden state (docs/theory.md §1)."""
 
     def __init__(self, cell: CellKind, input_size: int, cfg: ModelConfig, num_classes: int = 10) -> None:
         super().__init__()

@@ -179,7 +179,7 @@ class ModelConfig:
 # --------------------------------------------------------------------------- inits
 @dataclass
 class GateHP:
-    """Mean-field hyperparameters of one gate (theory.md §2.2): bias ~ N(mu, rho^2) per unit,
+    """Mean-field hyperparameters of one gate (docs/theory.md §1): bias ~ N(mu, rho^2) per unit,
     recurrent entries N(0, sigma^2/hidden) (or sigma x Haar-orthogonal), input N(0, nu^2/n_in)."""
 
     mu: float = 0.0

@@ -12,7 +12,7 @@ from mftrnn.schema import Device
 
 
 def set_determinism(deterministic: bool) -> None:
-    """cuDNN/cuBLAS deterministic settings (conventions.md §5).
+    """cuDNN/cuBLAS deterministic settings (docs/usage.md, `deterministic`).
 
     CUBLAS_WORKSPACE_CONFIG must be in the environment before cuBLAS initializes, i.e. before the
     first CUDA kernel, so this runs before any tensor touches the GPU.

@@ -1,4 +1,4 @@
-"""Long-sequence classification tasks built from MNIST and CIFAR-10 (theory.md §8.1).
+"""Long-sequence classification tasks built from MNIST and CIFAR-10 (docs/usage.md, Tasks).
 
 A task turns a batch of uint8 images that already sit on the training device into a float
 sequence (T, B, n_in), time-major as cuDNN wants it, with tensor operations only: no per-step
@@ -15,7 +15,6 @@ from mftrnn.schema import (Cifar10Config, Dataset, Layout, PaddedMnistConfig, Pa
                            TaskConfig, TaskName, UnrolledMnistConfig)
 from mftrnn.data import Splits
 
-NUM_CLASSES = 10
 
 
 class SequenceTask:

@@ -98,7 +98,7 @@ def write_doc(path: Path, data: dict) -> None:
         rows.append(f"| {r['init']} | {r['cell'].upper()} | {r['T']} | {th['m1']:.3f} / {s['m1']:.3f} / {lg['m1']:.3f} | "
                     f"{fmt_h(th['horizon_untied'], after)} / {fmt_h(th['horizon_tied'], after)} / "
                     f"{fmt_h(s['horizon'], after)} / {fmt_h(lg['horizon'], after)} | "
-                    f"{th['ratio_tied']:.2g} / {lg['ratio']:.2g} |")
+                    f"{th['ratio_tied']:.1e} / {lg['ratio']:.1e} |")
     meta = data["meta"]
     note = (f"\nTwo MNIST test digits (labels 7, 2), rows (28 inputs), zero padding to T; the split is the last "
             f"row where they differ. Networks: the init code itself, float64, tied weights; hidden 256 "

@@ -66,7 +66,7 @@ def test_hand_step_matches_torch_module(cell):
 
 def test_gru_forms_agree_when_reset_gate_is_a_constant():
     # With the reset gate a constant scalar r (sigma_r = nu_r = rho_r = 0) and b_hn = 0,
-    # U_n (r h) = r (U_n h): the two GRU forms must give the same step (theory.md §5.3).
+    # U_n (r h) = r (U_n h): the two GRU forms must give the same step (docs/theory.md §2.3, eq. (T13)).
     gates = hps("gru", Gate(mu=0.2, rho=0.5, sigma=1.0, nu=1.0), r=Gate(mu=0.7, rho=0, sigma=0, nu=0))
     gen = generators(0, CPU)
     p = CellWeights(*sample_weights(gates, 32, 10, gen["weights"]), *sample_biases(gates, 32, gen["biases"]))
@@ -164,7 +164,7 @@ def test_lstm_trajectory_records_the_cell_state(tied):
     assert tr.q_s_a.shape == tr.c_s.shape == (41,)
     assert np.all(np.isfinite(tr.q_s_a)) and tr.q_s_a[-1] > 0
     assert np.all(tr.q_h_a <= tr.q_s_a + 1e-12)  # |o tanh(s)| <= |s| unit by unit
-    # 30 steps after the split the two cell states have (nearly) merged: C_s -> Q_s (theory.md §3.7)
+    # 30 steps after the split the two cell states have (nearly) merged: C_s -> Q_s (docs/theory.md §3)
     assert tr.c_s[-1] == pytest.approx(tr.q_s_a[-1], rel=0.05)
     assert tr.c_h[-1] == pytest.approx(tr.q_h_a[-1], rel=0.05)
 
@@ -190,7 +190,7 @@ def test_tied_trajectory_runs_the_module_and_is_reproducible():
 # --------------------------------------------------------------------------- 5. Jacobians
 @pytest.mark.parametrize("tied", [True, False])
 def test_lstm_constant_gates_jacobian_is_forget_gate(tied):
-    # sigma = nu = 0: every gate is sigmoid(bias), constant in time, and U = 0 makes K = 0 in eq. (10),
+    # sigma = nu = 0: every gate is sigmoid(bias), constant in time, and U = 0 makes K = 0 in eq. (T21),
     # so the effective Jacobian is D_f exactly.
     n, seed = 80, 7
     gates = hps("lstm", Gate(mu=0.0, rho=1.0, sigma=0, nu=0), f=Gate(mu=1.0, rho=1.5, sigma=0, nu=0))
@@ -222,7 +222,7 @@ def test_product_of_constant_diagonal_jacobians(cell, tied):
 
 
 def _gauss(fn, mean: float, var: float, nodes: int = 80) -> float:
-    """E fn(u), u ~ N(mean, var), by probabilists' Gauss-Hermite quadrature (theory.md §3.2)."""
+    """E fn(u), u ~ N(mean, var), by probabilists' Gauss-Hermite quadrature (docs/theory.md §2.1)."""
     x, w = np.polynomial.hermite_e.hermegauss(nodes)
     return float(np.sum(w * fn(mean + math.sqrt(var) * x)) / math.sqrt(2 * math.pi))
 
@@ -231,10 +231,10 @@ def _gauss(fn, mean: float, var: float, nodes: int = 80) -> float:
 def test_untied_gru_constant_gates_moments_match_eq19(cell):
     # Deterministic gates (sigma_z = sigma_r = nu_z = nu_r = 0, rho = 0): z = f = sigmoid(mu_z) and
     # r = sigmoid(mu_r) are constants, and the only random channel is the candidate,
-    # u_n ~ N(mu_n, nu_n^2 R + r^2 sigma_n^2 Q_h) (theory.md eq. (14)/(15) with b_hn = 0, same for
-    # both GRU forms). Independent check: the mean field itself. Q_h* is the fixed point of eq. (16),
+    # u_n ~ N(mu_n, nu_n^2 R + r^2 sigma_n^2 Q_h) (docs/theory.md eq. (T13) with b_hn = 0, same for
+    # both GRU forms). Independent check: the mean field itself. Q_h* is the fixed point of eq. (T5),
     # computed here by Gauss-Hermite quadrature (not from the simulation); the simulated Q_h must
-    # match it, and then m_1, m_2 of eq. (19) with B = (1 - f) r tanh'(u_n) must match the measured
+    # match it, and then m_1, m_2 of eq. (T23) with A = f, B = (1 - f) r tanh'(u_n) must match the measured
     # moments of the one-step Jacobian of the untied network.
     mu_z, mu_r, mu_n, sigma_n, nu_n, R, n = 1.0, 1.0, 0.3, 2.0, 0.5, 1.0, 400
     gates = Hyper(cell, {"r": Gate(mu=mu_r, rho=0, sigma=0, nu=0), "z": Gate(mu=mu_z, rho=0, sigma=0, nu=0),
@@ -245,7 +245,7 @@ def test_untied_gru_constant_gates_moments_match_eq19(cell):
         return nu_n ** 2 * R + r ** 2 * sigma_n ** 2 * q
 
     m, q = 0.0, 0.0
-    for _ in range(500):  # eq. (16): a contraction here (m_1 < 1), so plain iteration converges
+    for _ in range(500):  # eq. (T5): a contraction here (m_1 < 1), so plain iteration converges
         t1, t2 = _gauss(np.tanh, mu_n, var_n(q)), _gauss(lambda u: np.tanh(u) ** 2, mu_n, var_n(q))
         m, q = f * m + (1 - f) * t1, f ** 2 * q + 2 * f * (1 - f) * t1 * m + (1 - f) ** 2 * t2
     b2 = (1 - f) ** 2 * r ** 2 * _gauss(lambda u: (1 - np.tanh(u) ** 2) ** 2, mu_n, var_n(q))  # <B^2>

@@ -11,6 +11,8 @@ from conftest import run_cli
 from mftrnn.cells import GATES
 from mftrnn.theory import closed, population
 from mftrnn.theory.hyper import Gate, Hyper
+from mftrnn.theory.inputs import scenario
+from mftrnn.theory.trajectories import two_sequences
 from mftrnn.theory.grid import axis_values, compute_grid
 from mftrnn.theory.simulate import simulate_trajectory
 
@@ -114,9 +116,10 @@ def test_theory_matches_untied_networks_over_random_hyperparameters(cell, seed):
     steps, split = 50, 20
     for hp in _random_cases(cell, 2, seed=seed):
         gates = {k: vars(g) for k, g in hp.gates.items()}
-        th = closed.trajectory(hp, steps, split, 1.0)  # the LSTM too: the closure, docs/theory.md §2.6
+        tr = two_sequences(hp, scenario(steps, split, 1.0))  # theory.method=auto (docs/theory.md §2.5)
+        th = {"q_h_a": tr.q_h_a}
         with np.errstate(invalid="ignore", divide="ignore"):
-            th_omc = closed.one_minus_c(th)
+            th_omc = tr.one_minus_c
         sims = [simulate_trajectory(hp, 500, steps, split, 1.0, tied=False, seed=s) for s in range(3)]
         q_sim = np.mean([s.q_h_a for s in sims], axis=0)
         assert q_sim[-20:].mean() == pytest.approx(th["q_h_a"][-20:].mean(), rel=0.06), gates

@@ -153,6 +153,9 @@ def test_a_batch_equals_its_points(cell):
 
 
 def test_method_choice():
-    assert choose_method("auto") == "closed" and choose_method("population") == "population"
+    assert choose_method("auto", "gru", trajectory=True) == "closed" and choose_method("auto", "lstm") == "closed"
+    assert choose_method("auto", "lstm", trajectory=True) == "population"  # the closure's 1 - C/Q: §2.6
+    assert choose_method("closed", "lstm", trajectory=True) == "closed"
+    assert choose_method("population") == "population"
     with pytest.raises(ValueError, match="method"):
         choose_method("exact")

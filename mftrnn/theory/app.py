@@ -59,6 +59,8 @@ def to_json(d):
 def trajectory_json(tr: Trajectory) -> dict:
     out = {"theory": tr.theory, "method": tr.method, "t": tr.t, "Q_h_a": tr.q_h_a, "Q_h_b": tr.q_h_b, "C_h": tr.c_h,
            "distance": tr.d_h, "one_minus_c": tr.one_minus_c, "steps": tr.steps, "split": tr.split}
+    if tr.d_h_se is not None:
+        out["distance_se"] = tr.d_h_se
     if tr.q_s_a is not None:
         out.update(Q_s_a=tr.q_s_a, C_s=tr.c_s)
     return out

@@ -114,7 +114,11 @@ def plot_spectra(res: dict, path: Path) -> str:
         ax.set_xlabel("squared singular value" if key == "one_step" else "log10 squared singular value")
         ax.set_ylabel("density" if key == "one_step" else "density of log10")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not computed (theory.spectrum.product=true,\nor theory.simulate=true)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=8, color="grey")
     fig.suptitle("Jacobian spectra at stationarity (R = %g): %s" % (res["stationary"]["R"], _setting(res)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

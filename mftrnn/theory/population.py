@@ -128,7 +128,9 @@ class PopulationSolver:
 
     def moments(self) -> dict[str, float]:
         st = Stats.of(self.h_a, self.h_b)
-        out = {"q_h_a": st.q_a, "q_h_b": st.q_b, "c_h": st.c, "d_h": 0.5 * float(((self.h_a - self.h_b) ** 2).mean())}
+        d = 0.5 * (self.h_a - self.h_b) ** 2  # (P,) each unit's share of the distance
+        out = {"q_h_a": st.q_a, "q_h_b": st.q_b, "c_h": st.c, "d_h": float(d.mean()),
+               "d_h_se": float(d.std()) / math.sqrt(self.n)}
         if self.cell == "lstm":
             ss = Stats.of(self.s_a, self.s_b)
             out.update(q_s_a=ss.q_a, c_s=ss.c)

@@ -8,8 +8,6 @@ evaluates a whole hyperparameter grid.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable
-
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from numpy.polynomial.legendre import leggauss
@@ -30,12 +28,6 @@ def gaussian_points(mean: Array, var: Array, n: int = 64) -> tuple[Array, Array]
     x, w = nodes(n)
     mean, var = np.asarray(mean, float), np.maximum(np.asarray(var, float), 0.0)
     return mean[..., None] + np.sqrt(var)[..., None] * x, w
-
-
-def expect(f: Callable[[Array], Array], mean: Array, var: Array, n: int = 64) -> Array:
-    """E[f(u)], u ~ N(mean, var), elementwise over the broadcast shape of mean and var."""
-    u, w = gaussian_points(mean, var, n)
-    return f(u) @ w
 
 
 @lru_cache(maxsize=None)
@@ -104,13 +96,6 @@ def bivariate_points(mean_a: Array, mean_b: Array, var_a: Array, var_b: Array, c
     u_a = m_a + np.sqrt(np.maximum(v_a, 0.0)) * x1
     u_b = m_b + np.where(v_a > 0, c / np.sqrt(safe_va), 0.0) * x1 + np.sqrt(np.where(v_a > 0, det / safe_va, np.maximum(v_b, 0))) * x2
     return u_a, u_b, ww
-
-
-def expect2(f: Callable[[Array], Array], g: Callable[[Array], Array], mean_a: Array, mean_b: Array,
-            var_a: Array, var_b: Array, cov: Array, n: int = 32) -> Array:
-    """E[f(u_a) g(u_b)] for (u_a, u_b) bivariate normal, elementwise over the broadcast shape."""
-    u_a, u_b, w = bivariate_points(mean_a, mean_b, var_a, var_b, cov, n)
-    return (f(u_a) * g(u_b)) @ w
 
 
 # ---------------------------------------------------------------- the nonlinearities and derivatives

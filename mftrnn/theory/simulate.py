@@ -13,7 +13,7 @@ Two measurements on real networks of width n:
 Networks are drawn for a `Hyper` (docs/theory.md §1): tied ones (what real networks do: one draw,
 reused at every step) are the actual torch.nn.LSTM / nn.GRU initialized by mftrnn.inits, either by
 the init config given (`init=`, any scheme: exactly what `mftrnn train` builds) or by the meanfield
-scheme with the Hyper's values; untied ones (the untied theory's exact regime, §2.1 assumption 2)
+scheme with the Hyper's values; untied ones (the untied theory's exact regime, docs/theory.md §2.1, assumption 2)
 get fresh input and recurrent weights from the Hyper's law at every step. Biases are drawn once per
 network in both. The paper-form GRU ("gru_reset_before") has no torch module: its tied network is
 one draw from the law. The cells' step functions are public for `mftrnn diagnose`.

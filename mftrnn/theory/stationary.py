@@ -8,8 +8,9 @@ Methods (docs/theory.md §2.5):
   and variance (error measured in docs/theory.md §2.6). Vectorized: hyperparameters may be arrays.
 * "population": the sampled exact untied mean field of mftrnn/theory/population.py (scalars only).
 
-"auto" is "closed": it is as accurate as simulated networks can tell (§2.6) and fast enough for a
-solver's inner loop.
+"auto" is "closed" for everything but the LSTM's two-sequence trajectories: there the cell-state
+closure's error on 1 - C/Q reaches 15 % (docs/theory.md §2.6), more than a population of 20,000
+units makes (3 %, reported as a standard error), so those use the population.
 """
 from __future__ import annotations
 
@@ -22,15 +23,20 @@ from mftrnn.theory import closed
 from mftrnn.theory.hyper import Hyper
 
 METHODS = ("auto", "closed", "population")
-DEFAULT_POPULATION = {"untied": 200_000, "tied": 20_000}  # units of the sampled solvers (tied: cost ~ P N^2)
+# units of the sampled solvers: the untied population when asked for (noise ~0.2 %), the LSTM's
+# trajectories under "auto" (~3 % on 1 - C/Q), the tied theory (cost ~ P N^2)
+DEFAULT_POPULATION = {"untied": 200_000, "untied_trajectory": 20_000, "tied": 20_000}
 
 
-def choose_method(requested: str = "auto") -> str:
-    """The method that computes the untied theory: 'closed' unless 'population' is asked for."""
+def choose_method(requested: str = "auto", cell: str = "", trajectory: bool = False) -> str:
+    """The method that computes the untied theory (docs/theory.md §2.5): 'population' when asked
+    for, or for an LSTM's two-sequence trajectory under 'auto'; else 'closed'."""
     requested = getattr(requested, "value", requested)
     if requested not in METHODS:
         raise ValueError(f"method={requested!r} is not allowed: method must be one of {METHODS}")
-    return "closed" if requested == "auto" else requested
+    if requested == "auto":
+        return "population" if (trajectory and cell == "lstm") else "closed"
+    return requested
 
 
 @dataclass

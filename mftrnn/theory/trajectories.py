@@ -26,6 +26,7 @@ class Trajectory:
     q_h_b: np.ndarray
     c_h: np.ndarray  # h_a . h_b / n
     d_h: np.ndarray  # |h_a - h_b|^2 / 2n, the distance of eq. (T29)
+    d_h_se: Optional[np.ndarray]  # its standard error (sampled solvers), else None
     q_s_a: Optional[np.ndarray]  # LSTM cell state
     c_s: Optional[np.ndarray]
     theory: str  # "untied" or "tied"
@@ -52,25 +53,29 @@ class Trajectory:
 
 def two_sequences(hp: Hyper, inputs: TwoInputs, theory: str = "untied", method: str = "auto",
                   population: Optional[int] = None, seed: int = 0, device=None) -> Trajectory:
-    """The two-sequence trajectory of `inputs` under the untied or the tied theory."""
+    """The two-sequence trajectory of `inputs` under the untied or the tied theory. `population`
+    (sampled solvers) defaults to DEFAULT_POPULATION of the case."""
     theory = getattr(theory, "value", theory)
-    pop = population or DEFAULT_POPULATION[theory]
     if theory == "tied":
         from mftrnn.theory import tied
 
+        pop = population or DEFAULT_POPULATION["tied"]
         raw, how = tied.trajectory(hp, inputs.features(), pop, seed, device), "population"
     else:
-        how = choose_method(method)
+        how = choose_method(method, hp.cell, trajectory=True)
         if how == "closed":
             raw = closed.trajectory(hp, inputs.steps, inputs.split, inputs.R, inputs=inputs.moments)
         else:
             from mftrnn.theory import population as popmod
 
+            explicit = getattr(method, "value", method) == "population"
+            pop = population or DEFAULT_POPULATION["untied" if explicit else "untied_trajectory"]
             raw = popmod.trajectory(hp, inputs.steps, inputs.split, inputs.R, pop, seed, device, inputs=inputs.moments)
     lstm = "q_s_a" in raw
     return Trajectory(t=raw["t"], q_h_a=raw["q_h_a"], q_h_b=raw["q_h_b"], c_h=raw["c_h"], d_h=raw["d_h"],
-                      q_s_a=raw["q_s_a"] if lstm else None, c_s=raw["c_s"] if lstm else None, theory=theory,
-                      method=how, steps=inputs.steps, split=inputs.split)
+                      d_h_se=raw.get("d_h_se"), q_s_a=raw["q_s_a"] if lstm else None,
+                      c_s=raw["c_s"] if lstm else None, theory=theory, method=how, steps=inputs.steps,
+                      split=inputs.split)
 
 
 def memory(traj: Trajectory, eps: float) -> dict:
