@@ -123,6 +123,7 @@ def _placements(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.rglob(gpus.PLACEMENT_NAME))]
 
 
+@pytest.mark.slow  # ~25 s: a real joblib sweep; slot logic and pinning are covered by the fast tests above
 def test_gpu_sweep_pins_each_worker_and_reruns_resume(tmp_path, data_root):
     """4 runs on 2 (faked) GPUs through the real joblib launcher: each worker process holds one slot
     and one GPU for its life, concurrent workers never share one, and the run dirs are the basic
@@ -158,6 +159,7 @@ def test_a_failing_job_does_not_stop_the_rest_of_the_sweep(tmp_path, data_root):
     assert any(d["diverged"] is False and d["steps"] == 12 for d in done)
 
 
+@pytest.mark.slow  # ~12 s; the sbatch lines are checked by the fast test above
 def test_submitit_runs_the_sweep(tmp_path, data_root):
     """The same task function under submitit (its local executor: SLURM's code path without SLURM)."""
     res = run_cli("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", *TINY,

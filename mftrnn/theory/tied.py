@@ -45,6 +45,7 @@ import torch
 
 from mftrnn.cells import GATES
 from mftrnn.theory.hyper import Hyper
+from mftrnn.theory.population import cpu_threads
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -175,6 +176,7 @@ def untie_inputs(x: Tensor) -> Tensor:
     return out
 
 
+@cpu_threads
 def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int = 0,
                device: Optional[Union[str, torch.device]] = None, tied: bool = True) -> dict[str, np.ndarray]:
     """Two-sequence statistics under tied i.i.d. Gaussian weights, eqs. (T25)-(T28), from the zero
