@@ -7,13 +7,14 @@ read from the last hidden state.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
 from mftrnn.schema import (Cifar10Config, Dataset, Layout, PaddedMnistConfig, PadValue, RepeatedPixelConfig,
                            TaskConfig, TaskName, UnrolledMnistConfig)
-from mftrnn.data import Splits
+if TYPE_CHECKING:  # torchvision, which mftrnn.data loads, costs ~2 s of start-up: not needed to build a task
+    from mftrnn.data import Splits
 
 
 

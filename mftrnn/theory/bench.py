@@ -2,8 +2,9 @@
 
 Speed (wall-clock, best or median of repeats, in this process after a warm-up call):
 
-* `mftrnn theory cell=lstm` and `cell=gru` with every default (the app's work after start-up:
-  config, theory, plots, theory.json);
+* `mftrnn theory cell=lstm` and `cell=gru` with every default: the app's work after start-up
+  (config, theory, plots, theory.json; in this process, after a first call), and the whole
+  command in a fresh process, start-up included;
 * one evaluation for a solver (fixed point, m_1, xi_C, xi_Q at one hyperparameter point), per cell,
   without and with a bias spread, and a batch of 1,000 random points;
 * a 101 x 101 xi_C grid per cell.
@@ -52,6 +53,22 @@ def cli_seconds(cell: str, repeats: int) -> list[float]:
             run_theory(cfg, Path(tmp))
 
     return _timed(once, repeats)
+
+
+def command_seconds(cell: str, repeats: int) -> list[float]:
+    """The whole command, start-up included: `python -m mftrnn theory cell=...` in a fresh process."""
+    import subprocess
+    import sys
+    import tempfile
+
+    out = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "mftrnn", "theory", f"cell={cell}", "device=cpu",
+                            f"hydra.run.dir={tmp}"], check=True, capture_output=True)
+            out.append(time.perf_counter() - t0)
+    return out
 
 
 def solver_seconds(cell: str, repeats: int) -> dict[str, float]:
@@ -160,15 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     res: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                  "command": "mftrnn bench theory " + " ".join(argv or []), "cells": {}}
     print(f"bench theory: {res['machine']}, {a.repeats} repeats", flush=True)
-    print(f"{'cell':<18} {'mftrnn theory':>14} {'point':>9} {'point, rho>0':>13} {'1000 points':>12} {'101x101 grid':>13}")
+    print(f"{'cell':<18} {'theory / command':>16} {'point':>9} {'point, rho>0':>13} {'1000 points':>12} {'101x101 grid':>13}")
     for cell in ("lstm", "gru", "gru_reset_before"):
         r = solver_seconds(cell, a.repeats)
         r["grid_101_s"] = grid_seconds(cell, max(1, a.repeats // 2))
         if cell != "gru_reset_before":
             r["cli_s"] = statistics.median(cli_seconds(cell, max(1, a.repeats // 2)))
+            r["command_s"] = statistics.median(command_seconds(cell, max(1, a.repeats // 2)))
         res["cells"][cell] = r
-        cli = f"{r['cli_s']:.2f} s" if "cli_s" in r else "-"
-        print(f"{cell:<18} {cli:>14} {r['point_ms']:7.1f} ms {r['point_spread_ms']:10.1f} ms {r['batch_1000_s']:10.2f} s "
+        cli = f"{r['cli_s']:.2f} / {r['command_s']:.2f} s" if "cli_s" in r else "-"
+        print(f"{cell:<18} {cli:>16} {r['point_ms']:7.1f} ms {r['point_spread_ms']:10.1f} ms {r['batch_1000_s']:10.2f} s "
               f"{r['grid_101_s']:11.2f} s", flush=True)
     if a.accuracy:
         print(f"LSTM closure vs the {a.population:,}-unit population (closed / population):")
