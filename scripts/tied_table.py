@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Regenerate docs/theory.md's tied-weight table: the untied (paper's) theory and the tied theory
 against simulated tied networks, in the two-sequence scenario (inputs i.i.d. N(0, R = 1),
-n_in = 200, independent for t <= 20 and identical after), over the issue's two cases and randomized
+n_in = 200, independent for t <= 20 and identical after), over two named cases and randomized
 hyperparameters with slow gates and bias spread rho > 0. Rewrites the section between the
 tied-table markers and writes the numbers to docs/data/tied_table.json.
 
     python scripts/tied_table.py [--width 4000] [--seeds 4] [--cases 10] [--population 50000] [--device cuda]
 
-The check (requirement of the [dmft] issue): the tied theory within 10 % of the networks' mean on
+The check: the tied theory within 10 % of the networks' mean on
 Q_h, and on 1 - C/Q wherever the networks' mean exceeds 0.1, at t = 50 and t = 100.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ STEPS, SPLIT, READ, EPS, TOL = 100, 20, (50, 100), 1e-2, 0.10
 
 
 def named_cases() -> list[tuple[str, str, dict[str, Gate]]]:
-    """The two cases of the [dmft] issue: slow update gate (GRU), forget bias 3 with rho_f = 1 (LSTM)."""
+    """Two named cases: a slow update gate (GRU), forget bias 3 with rho_f = 1 (LSTM)."""
     def base(cell):
         return {k: Gate(mu=0.0, rho=0.0, sigma=1.0, nu=1.0) for k in GATES[cell]}
     gru, lstm = base("gru"), base("lstm")

@@ -128,3 +128,19 @@ def test_tied_theory_takes_orthogonal_weights_as_gaussian(tmp_path):
 def test_bad_tied_options_are_one_line_errors(tmp_path, args, expected):
     res = run_cli("theory", *args, "device=cpu", f"hydra.run.dir={tmp_path}")
     assert res.returncode != 0 and expected in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("init,cell", [("standard", "lstm"), ("chrono", "gru"), ("pytorch", "gru")])
+def test_every_init_through_the_app_with_its_own_networks(tmp_path, init, cell):
+    """Any init: its mean-field description (eq. (T30)), the theory, and networks built by the init
+    code itself; the networks' one-step m_1 at R = 1 (width 256) within 10 % of the theory's."""
+    r = run(tmp_path, f"init={init}", f"cell={cell}", "theory.steps=30", "theory.split=10", "theory.simulate=true",
+            "theory.width=256", "theory.seeds=1", "task.pad=100")
+    hp = r["hyperparameters"]
+    assert hp["source"]["init"] == init and hp["source"]["seq_len"] == 128 and hp["source"]["input_size"] == 28
+    assert hp["recurrent"] == ("gaussian" if init == "pytorch" else "orthogonal")
+    assert (hp["bias_laws"][0]["law"] == "chrono") if init == "chrono" else True
+    sim = r["simulation"]
+    assert sim["input_size"] == 28  # the init's input scale depends on the task's input size
+    assert sim["tied"]["jacobian"]["m1"] == pytest.approx(r["stationary"]["m1"], rel=0.10)
+    assert sim["untied"]["jacobian"]["m1"] == pytest.approx(r["stationary"]["m1"], rel=0.10)
