@@ -103,7 +103,8 @@ def write_doc(path: Path, data: dict) -> None:
     note = (f"\nTwo MNIST test digits (labels 7, 2), rows (28 inputs), zero padding to T; the split is the last "
             f"row where they differ. Networks: the init code itself, float64, tied weights; hidden 256 "
             f"({meta['seeds']} seeds) and {meta['width']} ({meta['seeds_large']} seeds), horizon from the seeds' "
-            f"mean distance. Theories: hidden 256's description (eq. (T30)); tied theory {meta['population']} units. "
+            f"mean distance. Theories: hidden 256's description (eq. (T30)); untied theory: the per-unit closed forms "
+            f"(the LSTM's with its cell-state closure, §2.6); tied theory {meta['population']} units. "
             f"m_1 at the padding's stationary state (input R = 0). Device: {meta['device']}; "
             f"{meta['seconds']:.0f} s. Command: `{meta['command']}`.\n")
     table = "\n".join(rows) + "\n" + note
