@@ -7,7 +7,8 @@ Speed (wall-clock, best or median of repeats, in this process after a warm-up ca
   command in a fresh process, start-up included;
 * one evaluation for a solver (fixed point, m_1, xi_C, xi_Q at one hyperparameter point), per cell,
   without and with a bias spread, and a batch of 1,000 random points;
-* a 101 x 101 xi_C grid per cell.
+* a 101 x 101 xi_C grid per cell;
+* one point for the description of each init (pytorch, standard, chrono; padded MNIST, T = 1028).
 
 Accuracy (`--accuracy`): the LSTM's closed forms (per-unit quadrature with the cell-state closure)
 against the exact sampled population of 200,000 units, on the CLI's defaults and random cases.
@@ -82,6 +83,23 @@ def solver_seconds(cell: str, repeats: int) -> dict[str, float]:
     return {"point_ms": 1e3 * statistics.median(_timed(lambda: stationary(plain, 1.0), repeats)),
             "point_spread_ms": 1e3 * statistics.median(_timed(lambda: stationary(spread, 1.0), repeats)),
             "batch_1000_s": min(_timed(lambda: stationary(batch, 1.0), max(1, repeats // 4)))}
+
+
+def init_seconds(repeats: int) -> dict[str, float]:
+    """One point (fixed point, m_1, xi_C, xi_Q) for every init's description (hidden 256, padded MNIST
+    rows, T = 1028, R = 0.1), in ms: their bias laws set the quadrature's node count."""
+    from mftrnn.schema import CellKind, ChronoInitConfig, InitConfig, InitScheme
+    from mftrnn.theory.hyper import hyper_from_config
+    from mftrnn.theory.stationary import stationary
+
+    inits = {"pytorch": InitConfig(scheme=InitScheme.pytorch), "standard": InitConfig(scheme=InitScheme.standard),
+             "chrono": ChronoInitConfig()}
+    out = {}
+    for name, init in inits.items():
+        for cell in ("lstm", "gru"):
+            hp = hyper_from_config(CellKind(cell), init, 256, 28, 1028)
+            out[f"{name}/{cell}"] = 1e3 * statistics.median(_timed(lambda: stationary(hp, 0.1), repeats))
+    return out
 
 
 def grid_seconds(cell: str, repeats: int) -> float:
@@ -188,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         cli = f"{r['cli_s']:.2f} / {r['command_s']:.2f} s" if "cli_s" in r else "-"
         print(f"{cell:<18} {cli:>16} {r['point_ms']:7.1f} ms {r['point_spread_ms']:10.1f} ms {r['batch_1000_s']:10.2f} s "
               f"{r['grid_101_s']:11.2f} s", flush=True)
+    res["init_point_ms"] = init_seconds(a.repeats)
+    print("one point per init (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in res["init_point_ms"].items()), flush=True)
     if a.accuracy:
         print(f"LSTM closure vs the {a.population:,}-unit population (closed / population):")
         res["accuracy"] = accuracy(a.cases, a.population)
