@@ -12,6 +12,8 @@ USAGE = """usage: mftrnn <command> [overrides]
 commands:
   train    train an LSTM/GRU on a long-sequence task (Hydra app: key=value overrides, -m for sweeps)
   theory   the mean-field theory: fixed points, time scales, Jacobian spectra, grids (Hydra app)
+  critical solve the critical initialization for a cell and a task (Hydra app), write critical.json
+  diagnose measure an initialized (or trained) network's Jacobians and memory beside the theory
   bench    steps/s of the runner against a bare cuDNN training loop (see `mftrnn bench --help`);
            `mftrnn bench theory`: the theory's speed on this machine (CPU)
 
@@ -21,6 +23,8 @@ examples:
   mftrnn train --cfg job          # print the composed config
   mftrnn train --help             # config groups and their options
   mftrnn theory cell=gru init.gates.z.mu=4 theory.simulate=true
+  mftrnn critical cell=lstm task=padded_mnist task.pad=1000
+  mftrnn diagnose cell=lstm init=critical task.pad=1000 device=cpu
 """
 
 
@@ -39,6 +43,10 @@ def main() -> None:
         from mftrnn.train import main as run
     elif command == "theory":
         from mftrnn.theory.app import main as run
+    elif command == "critical":
+        from mftrnn.critical_app import main as run
+    elif command == "diagnose":
+        from mftrnn.diagnose_app import main as run
     elif command == "bench" and sys.argv[1:2] == ["theory"]:
         from mftrnn.theory.bench import main as bench_theory
 

@@ -11,15 +11,31 @@ weight buffer on the GPU), so the buffer stays valid.
 """
 from __future__ import annotations
 
+import logging
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from mftrnn.errors import ConfigError
 from mftrnn.models import GATES, RNNClassifier
-from mftrnn.schema import ChronoInitConfig, InitConfig, InitScheme, MeanFieldInitConfig, Recurrent
+from mftrnn.schema import (ChronoInitConfig, CriticalInitConfig, GateHP, GruGates, InitConfig, InitScheme, LstmGates,
+                           MeanFieldInitConfig, Recurrent)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskShape:
+    """What an init may know of the task: its length T, the informative steps 1..content_steps (the
+    rest is padding), and the input second moment R_op over the long stretch (the padding's, or the
+    whole sequence's without padding). Chrono needs T; critical all three."""
+
+    seq_len: int
+    content_steps: Optional[int] = None  # None: the whole sequence
+    R_op: Optional[float] = None  # None: unknown (init=critical then refuses)
 
 
 def layer_params(rnn: nn.RNNBase, layer: int) -> dict[str, torch.Tensor]:
@@ -41,14 +57,14 @@ def _glorot_head(model: RNNClassifier) -> None:
 
 
 @torch.no_grad()
-def init_pytorch(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
+def init_pytorch(model: RNNClassifier, cfg: InitConfig, task: TaskShape) -> None:
     """PyTorch's default (docs/theory.md §2.7, eq. (T30)): every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
     model.rnn.reset_parameters()
     model.head.reset_parameters()
 
 
 @torch.no_grad()
-def init_standard(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
+def init_standard(model: RNNClassifier, cfg: InitConfig, task: TaskShape) -> None:
     """The TF/Keras default of the paper's era (docs/theory.md §2.7), with per-gate orthogonality.
 
     Input kernel: Glorot-uniform over the stacked (n_in, G*H) kernel, as Keras does. Recurrent: an
@@ -69,17 +85,17 @@ def init_standard(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
 
 
 @torch.no_grad()
-def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, seq_len: int) -> None:
+def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, task: TaskShape) -> None:
     """Chrono initialization (Tallec & Ollivier 2018; docs/theory.md §2.7) on top of `standard`.
 
     Per unit, b_keep ~ log U[1, T_max - 1], so that 1 - sigma(b_keep) spreads forgetting times over
     [2, T_max]. LSTM: the forget gate f keeps, and b_i = -b_f. GRU: z is the keep gate
     (h' = (1 - z) n + z h), so b_z gets the draw. T_max defaults to the task's sequence length.
     """
-    init_standard(model, cfg, seq_len)
-    t_max = cfg.t_max if cfg.t_max is not None else seq_len
+    init_standard(model, cfg, task)
+    t_max = cfg.t_max if cfg.t_max is not None else task.seq_len
     if t_max < 3:
-        raise ConfigError(f"init=chrono needs T_max >= 3 (the sequence has {seq_len} steps); set init.t_max")
+        raise ConfigError(f"init=chrono needs T_max >= 3 (the sequence has {task.seq_len} steps); set init.t_max")
     gates = GATES[model.cell]
     keep = "f" if "f" in gates else "z"
     for layer in range(model.rnn.num_layers):
@@ -91,7 +107,7 @@ def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, seq_len: int) -> No
 
 
 @torch.no_grad()
-def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, seq_len: int) -> None:
+def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, task: TaskShape) -> None:
     """Explicit mean-field hyperparameters per gate k (docs/theory.md §1).
 
     weight_hh block  <- N(0, sigma_k^2 / H) entries, or sigma_k x Haar-orthogonal (recurrent=orthogonal)
@@ -116,14 +132,57 @@ def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, seq_len: int)
     _glorot_head(model)
 
 
-def init_critical(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
-    """The critical initialization derived from the mean-field theory."""
-    raise ConfigError(
-        "init=critical is not available yet. Use init=chrono, or init=meanfield with explicit "
-        "per-gate hyperparameters (e.g. init.gates.f.mu=5 for an LSTM).")
+def task_shape(task, splits, init: InitConfig) -> TaskShape:
+    """What an init needs of a task (a SequenceTask, fitted) and its data splits: the input statistics
+    are read only for init=critical."""
+    critical = init.scheme is InitScheme.critical
+    return TaskShape(task.seq_len, task.content_steps, task.operating_R(splits) if critical else None)
 
 
-INITS: dict[InitScheme, Callable[[RNNClassifier, InitConfig, int], None]] = {
+def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
+    """The critical solver's input for this cell, init config and task (docs/theory.md §10.1)."""
+    from mftrnn.theory.critical import CriticalSpec
+
+    if task.R_op is None:
+        raise ConfigError("init=critical needs the task's input statistics (TaskShape.R_op); "
+                          "`mftrnn train` and `mftrnn diagnose` provide them")
+    steps = cfg.t if cfg.t is not None else task.seq_len
+    content = task.content_steps if task.content_steps is not None else task.seq_len
+    return CriticalSpec(cell=cell, steps=steps, content_steps=min(content, steps), R_op=float(task.R_op),
+                        criterion=cfg.criterion.value, log10_gain=cfg.log10_gain,
+                        orthogonal=cfg.recurrent is Recurrent.orthogonal, gate_sigma=cfg.gate_sigma,
+                        gate_nu=cfg.gate_nu, candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias)
+
+
+def solve_critical(cell: str, cfg: CriticalInitConfig, task: TaskShape):
+    """The critical solution for this run (cached on disk): (CriticalSolution, came from the cache)."""
+    from mftrnn.theory.critical import solve_cached
+
+    return solve_cached(critical_spec(cell, cfg, task), cache=cfg.cache)
+
+
+def meanfield_from_solution(cell: str, solution) -> MeanFieldInitConfig:
+    """The `init=meanfield` config that writes a critical solution's hyperparameters."""
+    gates_cls = LstmGates if cell == "lstm" else GruGates
+    gates = gates_cls(**{k: GateHP(**v) for k, v in solution.gates.items()})
+    return MeanFieldInitConfig(recurrent=Recurrent.orthogonal if solution.orthogonal else Recurrent.gaussian,
+                               gates=gates)
+
+
+def init_critical(model: RNNClassifier, cfg: CriticalInitConfig, task: TaskShape) -> dict:
+    """The critical initialization (docs/theory.md §10): solve the meanfield hyperparameters for the
+    task's T and inputs (mftrnn.theory.critical, eqs. (T34), (T35)), then write them as init_meanfield
+    does. Returns the solution (critical.json's content) for the run's logs and summary."""
+    solution, cached = solve_critical(model.cell.value, cfg, task)
+    init_meanfield(model, meanfield_from_solution(model.cell.value, solution), task)
+    info = solution.as_dict()
+    info["cached"] = cached
+    log.info("init=critical (%s, %s): %s", "cached" if cached else "solved", cfg.criterion.value,
+             " ".join(solution.overrides()[1:]))
+    return info
+
+
+INITS: dict[InitScheme, Callable[[RNNClassifier, InitConfig, TaskShape], Optional[dict]]] = {
     InitScheme.pytorch: init_pytorch,
     InitScheme.standard: init_standard,
     InitScheme.chrono: init_chrono,
@@ -132,11 +191,15 @@ INITS: dict[InitScheme, Callable[[RNNClassifier, InitConfig, int], None]] = {
 }
 
 
-def initialize(model: RNNClassifier, cfg: InitConfig, seq_len: int) -> None:
-    """Apply the configured scheme; `seq_len` is the task's T (chrono's default T_max)."""
-    INITS[cfg.scheme](model, cfg, seq_len)
+def initialize(model: RNNClassifier, cfg: InitConfig, task) -> Optional[dict]:
+    """Apply the configured scheme. `task`: a TaskShape, or the task's length T alone (an int: enough
+    for every scheme but critical). Returns what the scheme solved (critical: its solution), else None."""
+    if not isinstance(task, TaskShape):
+        task = TaskShape(seq_len=int(task))
+    info = INITS[cfg.scheme](model, cfg, task)
     if hasattr(model.rnn, "flatten_parameters"):
         model.rnn.flatten_parameters()
+    return info
 
 
 @torch.no_grad()

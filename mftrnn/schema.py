@@ -63,6 +63,11 @@ class Recurrent(Enum):
     orthogonal = "orthogonal"
 
 
+class Criterion(Enum):
+    tied = "tied"  # spectral radius 1 at the operating point: what tied (real) networks need, eq. (T34)
+    untied = "untied"  # the paper's m_1 = 1 (eq. (T23)): exact for untied weights only
+
+
 class OptimName(Enum):
     adam = "adam"
     rmsprop = "rmsprop"
@@ -235,6 +240,32 @@ class MeanFieldInitConfig(InitConfig):
             for name in ("rho", "sigma", "nu"):
                 _non_negative(f"init.gates.{gate}.{name}", hp[name])
             _require(math.isfinite(hp["mu"]), f"init.gates.{gate}.mu", hp["mu"], "finite")
+
+
+@dataclass
+class CriticalInitConfig(InitConfig):
+    """The critical initialization (docs/theory.md §10): meanfield hyperparameters solved for the task's
+    T and inputs. Fixed choices of the family are fields; the keep gate and the candidate's recurrent
+    scale are solved."""
+
+    scheme: InitScheme = InitScheme.critical
+    criterion: Criterion = Criterion.tied
+    log10_gain: float = -0.5  # eq. (T35): log10 rms gain of the tied T-step product (< 0)
+    t: Optional[int] = None  # the steps to span; null: the task's sequence length
+    recurrent: Recurrent = Recurrent.orthogonal
+    gate_sigma: float = 0.0  # recurrent scale of the gates (near-deterministic gates)
+    gate_nu: float = 0.1  # input scale of the gates
+    candidate_nu: float = 1.0  # input scale of the candidate g / n
+    open_bias: float = 3.0  # LSTM output gate, GRU reset gate
+    cache: bool = True  # reuse a solution from $MFTRNN_CACHE/critical (default ~/.cache/mftrnn/critical)
+
+    def __post_init__(self) -> None:
+        _require(math.isfinite(self.log10_gain) and self.log10_gain < 0, "init.log10_gain", self.log10_gain, "< 0")
+        if self.t is not None:
+            _require(self.t >= 1, "init.t", self.t, "null or an integer >= 1")
+        for key in ("gate_sigma", "gate_nu", "candidate_nu"):
+            _non_negative(f"init.{key}", getattr(self, key))
+        _require(math.isfinite(self.open_bias), "init.open_bias", self.open_bias, "finite")
 
 
 # --------------------------------------------------------------------------- training
@@ -453,6 +484,84 @@ class TheoryConfig:
             raise ConfigError("task: `mftrnn theory` needs a task (task=padded_mnist, ...)")
 
 
+# --------------------------------------------------------------------------- critical
+@dataclass
+class VerifyConfig:
+    """The check of a critical solution by the tied population solver on two real examples of the task
+    (docs/theory.md §7.7), for T <= max_steps (its cost grows like T^2); longer T: the linearized
+    tied theory alone (docs/theory.md §10.3)."""
+
+    enabled: bool = True
+    max_steps: int = 1100
+    population: int = 2000
+    examples: List[int] = field(default_factory=lambda: [0, 1])
+    eps: float = 1e-2  # memory horizon: distance below eps x its value at the split, eq. (T29)
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps >= 1, "verify.max_steps", self.max_steps, "an integer >= 1")
+        _require(self.population >= 100, "verify.population", self.population, "an integer >= 100")
+        _require(0 < self.eps < 1, "verify.eps", self.eps, "a number in (0, 1)")
+
+
+@dataclass
+class CriticalConfig:
+    """The whole configuration of `mftrnn critical` (conf/critical.yaml composes it)."""
+
+    cell: CellConfig = MISSING
+    init: Any = MISSING  # CriticalInitConfig: the solver's options
+    task: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    seed: int = 0
+    device: Device = Device.cpu
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.init, CriticalInitConfig), "init", getattr(self.init, "scheme", self.init),
+                 "critical (`mftrnn critical` solves init=critical; its options are init.*)")
+
+
+@dataclass
+class DiagnoseTheoryConfig:
+    """The theory beside the measurements: the untied and tied two-sequence trajectories on the first
+    pair (the tied population solver only for T <= max_steps: its cost grows like T^2)."""
+
+    enabled: bool = True
+    max_steps: int = 1100
+    population: int = 2000
+
+    def __post_init__(self) -> None:
+        _require(self.population >= 100, "theory.population", self.population, "an integer >= 100")
+
+
+@dataclass
+class DiagnoseConfig:
+    """The whole configuration of `mftrnn diagnose` (conf/diagnose.yaml composes it)."""
+
+    task: Any = MISSING
+    cell: CellConfig = MISSING
+    init: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ckpt: Optional[str] = None  # a checkpoint (ckpt_*.pt) or init.pt of `mftrnn train`: diagnose those weights
+    pairs: int = 8  # pairs of test examples with different labels
+    probes: int = 4  # random directions u per sequence for the gains
+    eps: float = 1e-2  # memory horizon, eq. (T29)
+    theory: DiagnoseTheoryConfig = field(default_factory=DiagnoseTheoryConfig)
+    seed: int = 0
+    device: Device = Device.auto
+
+    def __post_init__(self) -> None:
+        _require(self.pairs >= 1, "pairs", self.pairs, "an integer >= 1")
+        _require(self.probes >= 1, "probes", self.probes, "an integer >= 1")
+        _require(0 < self.eps < 1, "eps", self.eps, "a number in (0, 1)")
+        gates = getattr(self.init, "gates", None)
+        if gates is not None:
+            want = LstmGates if self.cell.kind is CellKind.lstm else GruGates
+            _require(isinstance(gates, want), "init.gates", type(gates).__name__,
+                     f"{want.__name__} for cell={self.cell.kind.value}")
+
+
 # --------------------------------------------------------------------------- registry
 def run_tag(override_dirname: str) -> str:
     """The run-dir component made from a job's overrides (Hydra's `override_dirname`).
@@ -479,6 +588,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_train", node=TrainConfig)
     cs.store(name="base_theory", node=TheoryConfig)
+    cs.store(name="base_critical", node=CriticalConfig)
+    cs.store(name="base_diagnose", node=DiagnoseConfig)
     for name, node in {
         "padded_mnist": PaddedMnistConfig,
         "unrolled_mnist": UnrolledMnistConfig,
@@ -490,6 +601,7 @@ def register_configs() -> None:
     cs.store(group="schema/init", name="base", node=InitConfig)
     cs.store(group="schema/init", name="chrono", node=ChronoInitConfig)
     cs.store(group="schema/init", name="meanfield", node=MeanFieldInitConfig)
+    cs.store(group="schema/init", name="critical", node=CriticalInitConfig)
     cs.store(group="schema/gates", name="lstm", node=LstmGates)
     cs.store(group="schema/gates", name="gru", node=GruGates)
     cs.store(group="schema/optim", name="base", node=OptimConfig)
@@ -508,7 +620,7 @@ def to_objects(cfg: DictConfig) -> Any:
         msg = str(exc).splitlines()[0]
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
-    assert isinstance(obj, (TrainConfig, TheoryConfig))
+    assert dataclasses.is_dataclass(obj)
     unknown = _unknown_keys(OmegaConf.to_container(cfg, resolve=False), obj)
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]} (added with '+'?); "

@@ -44,6 +44,20 @@ class SequenceTask:
     def describe(self) -> str:
         return f"{self.cfg.name.value}: {self.seq_len} steps x {self.input_size} inputs"
 
+    @property
+    def content_steps(self) -> int:
+        """Steps 1..content_steps carry the example; the rest (if any) is padding."""
+        return self.seq_len
+
+    def operating_R(self, splits: Splits, n: int = 64) -> float:
+        """The input second moment |x_t|^2 / n_in that the long stretch of the sequence holds the
+        network at (the critical solver's operating point, docs/theory.md §10.1): the mean over the
+        padding steps, or over all steps when there is no padding, of the first n training images."""
+        gen = torch.Generator(device=splits.train_x.device).manual_seed(0)
+        x = self.sequences(splits.train_x[:n], gen)  # (T, n, n_in)
+        tail = x[self.content_steps:] if self.content_steps < self.seq_len else x
+        return float(tail.double().pow(2).mean())
+
 
 def _mnist_pixels(x: torch.Tensor) -> torch.Tensor:
     """(B, 28, 28) in [0, 1] -> (784, B, 1), raster order."""
@@ -61,6 +75,10 @@ class PaddedMnist(SequenceTask):
         self.image_steps, self.input_size = {Layout.rows: (28, 28), Layout.pixels: (784, 1),
                                              Layout.image: (1, 784)}[cfg.layout]
         self.seq_len = self.image_steps + cfg.pad
+
+    @property
+    def content_steps(self) -> int:
+        return self.image_steps
 
     def _base(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

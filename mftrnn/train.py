@@ -30,7 +30,7 @@ from mftrnn import checkpoint
 from mftrnn.data import Splits, load_splits
 from mftrnn.errors import ConfigError, DivergedError, run_or_exit
 from mftrnn.gpus import pin_for_hydra_job
-from mftrnn.inits import effective_gate_biases, initialize
+from mftrnn.inits import effective_gate_biases, initialize, task_shape
 from mftrnn.models import RNNClassifier
 from mftrnn.schema import OptimName, Resume, TrainConfig, register_configs, to_objects
 from mftrnn.seeding import pick_device, rng_state, seed_everything, set_determinism, set_rng_state
@@ -162,12 +162,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     task = build_task(conf.task)
     model = RNNClassifier(conf.cell.kind, task.input_size, conf.model)
-    initialize(model, conf.init, task.seq_len)  # on the CPU, so the init is the same on every device
+    splits = load_splits(task.dataset, conf.data)  # draws no random numbers: the init below is unchanged
+    task.fit(splits)
+    # on the CPU, so the init is the same on every device; init=critical solves for T and the inputs
+    init_info = initialize(model, conf.init, task_shape(task, splits, conf.init))
     log.info("%s | %s %s x%d, init=%s | device %s | run dir %s", task.describe(), conf.cell.kind.value,
              conf.model.hidden, conf.model.layers, conf.init.scheme.value, device, run_dir)
-
-    splits = load_splits(task.dataset, conf.data)
-    task.fit(splits)
     splits = splits.to(device)
     model.to(device)
     params = list(model.parameters())
@@ -195,11 +195,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
     choices = [conf.task.name.value, conf.cell.kind.value, conf.init.scheme.value]
     tracker = Tracker(conf.wandb, run_dir, run_id, name=str(run_dir), group=conf.wandb.group or conf.experiment_name,
-                      tags=choices, config={**conf_dict, "init_effective_biases": effective_gate_biases(model)})
+                      tags=choices, config={**conf_dict, "init_effective_biases": effective_gate_biases(model),
+                                            **({"init_solution": init_info} if init_info else {})})
     exit_code = 1
     try:
         summary = _loop(conf, conf_dict, model, task, splits, opt, sampler, noise, tracker, run_dir,
-                        step, elapsed, run_id, best_val, device)
+                        step, elapsed, run_id, best_val, device, init_info)
         exit_code = 0
     finally:
         tracker.finish(exit_code)  # BasicLauncher runs a sweep in one process: never leak a run
@@ -211,7 +212,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: SequenceTask, splits: Splits,
           opt: torch.optim.Optimizer, sampler: BatchSampler, noise: torch.Generator, tracker: Tracker,
-          run_dir: Path, step: int, elapsed: float, run_id: str, best_val: float, device: torch.device) -> dict:
+          run_dir: Path, step: int, elapsed: float, run_id: str, best_val: float, device: torch.device,
+          init_info: Optional[dict] = None) -> dict:
     tc = conf.train
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
     params = list(model.parameters())
@@ -287,6 +289,8 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
     summary: dict = {"steps": step, "wall_time_s": wall, "diverged": diverged_at is not None,
                      "diverged_at": diverged_at, "task": conf.task.name.value, "cell": conf.cell.kind.value,
                      "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len, "config": conf_dict}
+    if init_info:  # init=critical: the solved hyperparameters and the theory's predictions
+        summary["init_solution"] = init_info
     if diverged_at is None:
         # Final model on every split; the test set is only ever read here, never to select a model.
         n_sub = min(len(splits.train_x), conf.data.val_size)

@@ -90,7 +90,7 @@ def test_run_tag_is_readable_deterministic_and_safe():
     ("init=nope", "Available options in 'init'"),
     ("model.foo=1", "model.foo"),
     ("task.pad_value=foo", "expected one of [zeros, noise]"),
-    ("init=critical", "init=critical is not available yet"),
+    ("init=critical init.log10_gain=0.5", "init.log10_gain"),
     ("data.root=/nonexistent/mftrnn-data", "MFTRNN_DATA"),
 ])
 def test_cli_bad_input_is_one_clear_error(override, expected, tmp_path):

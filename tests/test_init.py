@@ -113,9 +113,9 @@ def test_meanfield_sample_moments_match_the_hyperparameters(cell, recurrent):
                 assert abs(w_hh[g].mean().item()) < 5 * hp["sigma"] / hidden
 
 
-def test_critical_fails_clearly_until_its_solver_exists():
-    with pytest.raises(ConfigError, match="init=critical is not available yet"):
-        build("lstm", "critical")
+def test_critical_needs_the_task_inputs():
+    with pytest.raises(ConfigError, match="input statistics"):
+        build("lstm", "critical")  # a bare length: no R_op
 
 
 def test_effective_biases_report_sums():

@@ -174,7 +174,7 @@ def test_cli_writes_theory_json_with_grid_and_simulation(tmp_path):
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["init=critical"], "init=critical is not available yet"),
+    (["init=critical", "theory.gru_form=reset_before", "cell=gru"], "reset_after"),
     (["theory.grid.x=[init.gates.q.mu,0,1,5]", "theory.grid.y=[init.gates.f.mu,0,1,5]"], "not a grid key"),
     (["theory.split=500"], "theory.split"),
     (["theory.input.R=-1"], "theory.input.R"),

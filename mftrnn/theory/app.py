@@ -35,9 +35,17 @@ register_configs()
 
 def theory_hyper(conf: TheoryConfig) -> Hyper:
     """The hyperparameters of the configured init (any scheme) for the configured cell, width and task."""
-    if conf.init.scheme is InitScheme.critical:
-        raise ConfigError("init=critical is not available yet: use init=meanfield with explicit per-gate values, "
-                          "or init=chrono / standard / pytorch")
+    if conf.init.scheme is InitScheme.critical:  # solved for the task's T and inputs (docs/theory.md §10)
+        if conf.theory.gru_form.value == "reset_before" and conf.cell.kind.value == "gru":
+            raise ConfigError("init=critical is solved for nn.GRU (theory.gru_form=reset_after) only")
+        from mftrnn.data import load_splits
+        from mftrnn.inits import solve_critical, task_shape
+        from mftrnn.tasks import build_task
+
+        task = build_task(conf.task)
+        splits = load_splits(task.dataset, conf.data)
+        task.fit(splits)
+        return solve_critical(conf.cell.kind.value, conf.init, task_shape(task, splits, conf.init))[0].hyper()
     return hyper.for_config(conf, conf.theory.gru_form)
 
 

@@ -23,12 +23,14 @@ def simulate_all(hp: Hyper, conf: TheoryConfig, inp: TwoInputs, device: str) -> 
     seq_len = int(hp.source.get("seq_len", inp.steps))
     # The scenario's inputs: 200 of them (the theory takes n_in -> inf), but where the init's input
     # scale depends on n_in (pytorch, standard, chrono) the task's own input size.
-    n_in = 200 if conf.init.scheme is InitScheme.meanfield else int(hp.source["input_size"])
+    n_in = 200 if conf.init.scheme in (InitScheme.meanfield, InitScheme.critical) else int(hp.source["input_size"])
+    # init=critical was solved into the Hyper: its networks are drawn as meanfield with those values
+    init = None if conf.init.scheme is InitScheme.critical else conf.init
     out: dict = {"width": th.width, "seeds": th.seeds, "R_spectra": inp.R, "input_size": n_in}
     for tied in (True, False):
         name = "tied" if tied else "untied"
         runs = [simulate_trajectory(hp, th.width, inp.steps, inp.split, inp.R, n_in, tied=tied, seed=conf.seed + s,
-                                    device=device, inputs=inp.x, init=conf.init, seq_len=seq_len)
+                                    device=device, inputs=inp.x, init=init, seq_len=seq_len)
                 for s in range(th.seeds)]
         mean = lambda key: np.mean([getattr(r, key) for r in runs], axis=0)  # noqa: E731
         per_seed = [r.d_h / np.sqrt(np.maximum(r.q_h_a * r.q_h_b, 1e-300)) for r in runs]
@@ -38,7 +40,7 @@ def simulate_all(hp: Hyper, conf: TheoryConfig, inp: TwoInputs, device: str) -> 
             entry["Q_s_a"] = mean("q_s_a")
         try:
             spec = jacobian_spectra(hp, th.width, inp.R, product_steps=th.spectrum.product_steps, input_size=n_in, tied=tied,
-                                    seed=conf.seed, device=device, init=conf.init, seq_len=seq_len)
+                                    seed=conf.seed, device=device, init=init, seq_len=seq_len)
             entry["jacobian"] = {"m1": spec.m1, "m2": spec.m2, "one_step": np.sort(spec.one_step),
                                  "product": np.sort(spec.product)}
         except NotImplementedError as exc:

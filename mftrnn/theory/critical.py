@@ -1,0 +1,290 @@
+"""The critical initialization: meanfield hyperparameters solved from the theory (docs/theory.md §10).
+
+The family (which hyperparameters are free, which are fixed, and why, is in docs/theory.md §10.1):
+orthogonal recurrent weights (or Gaussian), no bias spread (rho = 0), near-deterministic gates
+(recurrent scale `gate_sigma`, input scale `gate_nu`), the candidate's input scale `candidate_nu`,
+the LSTM's output gate (GRU: reset gate) open at bias `open_bias`, and two solved numbers:
+
+* the keep gate f = sigma(b_keep) (LSTM f, GRU z) from the isometry condition over the task's T
+  steps, eq. (T35): the rms gain of the tied critical product over T steps equals 10^log10_gain
+  (default -0.5: the strongest input write, 1 - f, that keeps the product within half a decade
+  on average; the value was chosen by measurement, docs/theory.md §10.2); the LSTM's input gate is
+  coupled, b_i = -b_f (so i = 1 - f);
+* the candidate's recurrent scale from the criticality condition, eq. (T34): tied (the default) the
+  spectral radius of the Jacobian at the operating point is 1, f + i o sigma_g <tanh'> = 1 (LSTM),
+  z + (1 - z) r sigma_n <tanh'> = 1 (GRU); untied (the paper's condition) m_1 = 1 (eq. (T23)).
+
+The operating point is the state the task's long stretch drives the network to: input second moment
+R_op (0 for zero padding), Q from the untied fixed point (eq. (T6)). The solution is checked with
+the linearized tied theory (eq. (T36): mean-square gain of the T-step product, smallest singular
+value, memory horizon), the untied closed forms (m_1, xi_C, Q*), and, in `mftrnn critical`, the tied
+population solver on the task's own inputs. Everything here costs milliseconds but that last check.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import gammaln, logsumexp
+
+from mftrnn.cells import CANDIDATE, GATES, KEEP
+from mftrnn.theory import closed
+from mftrnn.theory.hyper import Gate, Hyper
+from mftrnn.theory.quadrature import nodes as hermite_nodes
+
+VERSION = 1  # bump when the solver's answer for the same spec changes: old cache entries are ignored
+OPEN_GATE = {"lstm": "o", "gru": "r"}  # the gate held open (the LSTM's output, the GRU's reset)
+CRITERIA = ("tied", "untied")
+
+
+@dataclass(frozen=True)
+class CriticalSpec:
+    """Everything the solution depends on: the cache key (docs/theory.md §10.1)."""
+
+    cell: str  # lstm | gru (nn.GRU's reset-after form)
+    steps: int  # T: the steps a gradient must cross (the task's length)
+    content_steps: int  # the informative part: steps 1..content_steps (the image); the rest is padding
+    R_op: float  # input second moment at the operating point (the padding's; the inputs' without padding)
+    criterion: str = "tied"  # tied: spectral radius 1 (eq. (T34)); untied: m_1 = 1 (eq. (T23))
+    log10_gain: float = -0.5  # eq. (T35): log10 of the rms gain of the tied T-step product at the solution
+    orthogonal: bool = True
+    gate_sigma: float = 0.0  # recurrent scale of the gates (i, f, o / r, z)
+    gate_nu: float = 0.1  # input scale of the gates
+    candidate_nu: float = 1.0  # input scale of the candidate (g / n)
+    open_bias: float = 3.0  # bias of the LSTM's output gate, the GRU's reset gate (sigma(3) = 0.953)
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("lstm", "gru"):
+            raise ValueError(f"cell={self.cell!r} is not allowed: the critical solver handles lstm and gru")
+        if self.steps < 1 or not 0 <= self.content_steps <= self.steps:
+            raise ValueError(f"need steps >= 1 and 0 <= content_steps <= steps; got {self.steps}, {self.content_steps}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion={self.criterion!r} is not allowed: criterion must be one of {CRITERIA}")
+        for name in ("R_op", "gate_sigma", "gate_nu", "candidate_nu"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r} is not allowed: {name} must be finite and >= 0")
+        if not (math.isfinite(self.log10_gain) and self.log10_gain < 0):
+            raise ValueError(f"log10_gain={self.log10_gain!r} is not allowed: log10_gain must be < 0")
+
+    def key(self) -> str:
+        """A stable hash of the spec and the solver's version: the cache file's name."""
+        text = json.dumps({"version": VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CriticalSolution:
+    """The solved hyperparameters and what the theory predicts for them (critical.json)."""
+
+    spec: CriticalSpec
+    gates: dict[str, dict[str, float]]  # gate -> {mu, rho, sigma, nu}, the meanfield preset
+    orthogonal: bool
+    predictions: dict = field(default_factory=dict)
+
+    def hyper(self) -> Hyper:
+        return Hyper(self.spec.cell, {k: Gate(**v) for k, v in self.gates.items()}, self.orthogonal,
+                     source={"init": "critical", "spec": asdict(self.spec)})
+
+    def overrides(self) -> list[str]:
+        """The same initialization as `init=meanfield` command-line overrides."""
+        out = ["init=meanfield", f"init.recurrent={'orthogonal' if self.orthogonal else 'gaussian'}"]
+        out += [f"init.gates.{k}.{a}={v:.6g}" for k, g in self.gates.items() for a, v in g.items()]
+        return out
+
+    def as_dict(self) -> dict:
+        return {"spec": asdict(self.spec), "recurrent": "orthogonal" if self.orthogonal else "gaussian",
+                "gates": self.gates, "predictions": self.predictions, "overrides": self.overrides(),
+                "version": VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CriticalSolution":
+        return cls(CriticalSpec(**d["spec"]), d["gates"], d["recurrent"] == "orthogonal", d["predictions"])
+
+
+# ----------------------------------------------------------------------------- the linearized tied theory
+def keep_for_gain(steps: int, log10_gain: float) -> float:
+    """The keep gate f of eq. (T35): the tied critical Jacobian J = f I + (1 - f) O (spectral radius 1,
+    eigenvalues f + (1 - f) e^{i theta}) has, over `steps` steps, the rms gain 10^log10_gain:
+    0.5 log10 tied_gain(f, 1 - f, T) = log10_gain. The gain falls monotonically with the write 1 - f
+    (for T(1 - f) >> 1 as (4 pi T f (1 - f))^(-1/4)); solved for log(1 - f) by brentq."""
+    if not log10_gain < 0:
+        raise ValueError(f"log10_gain={log10_gain} must be < 0 (the gain of a radius-1 product is at most 1)")
+    gap = lambda lw: 0.5 * math.log10(tied_gain(1 - math.exp(lw), math.exp(lw), steps)) - log10_gain  # noqa: E731
+    hi = math.log(0.5)
+    if gap(hi) > 0:  # even f = 1/2 keeps more than asked (very short T): the widest write
+        return 0.5
+    return 1.0 - math.exp(brentq(gap, math.log(1e-12), hi, xtol=1e-10))
+
+
+def tied_gain(keep: float, coupling: float, steps) -> np.ndarray:
+    """Mean-square gain |J^n u|^2 / |u|^2 of a random u under n steps of J = f I + c O, eq. (T36):
+    sum_k C(n,k)^2 f^(2(n-k)) c^(2k) (orthogonal O: the mean of |f + c e^{i theta}|^(2n) over the
+    unit circle; Gaussian O of scale 1 gives the same mean-square growth, docs/theory.md §7.8).
+    `steps` may be an array of n >= 0; computed in log space (n up to 10^5 and more)."""
+    n = np.atleast_1d(np.asarray(steps, dtype=np.int64))
+    out = np.empty(n.shape)
+    lf, lc = math.log(max(keep, 1e-300)), math.log(max(coupling, 1e-300))
+    for j, m in enumerate(n):
+        k = np.arange(m + 1)
+        lbin = gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1)
+        out[j] = math.exp(float(logsumexp(2 * lbin + 2 * (m - k) * lf + 2 * k * lc)))
+    return out if np.ndim(steps) else out[0]
+
+
+def tied_horizon(keep: float, coupling: float, max_steps: int, eps: float = 1e-2) -> Optional[int]:
+    """The memory horizon of eq. (T29) in the linearized tied theory: the first n <= max_steps at
+    which the mean-square distance of two states, tied_gain(n), falls below eps (None: never)."""
+    grid = np.unique(np.clip(np.geomspace(1, max(max_steps, 1), 200).astype(np.int64), 1, max_steps))
+    g = tied_gain(keep, coupling, grid)
+    below = np.flatnonzero(g < eps)
+    if below.size == 0:
+        return None
+    hi = int(grid[below[0]])
+    lo = int(grid[below[0] - 1]) if below[0] > 0 else 0
+    while hi - lo > 1:  # the gain falls monotonically: bisect between the grid points
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if tied_gain(keep, coupling, mid) >= eps else (lo, mid)
+    return hi
+
+
+# ----------------------------------------------------------------------------- gate averages
+def _mean_sigmoid(mu: float, var: float) -> float:
+    x, w = hermite_nodes(32)
+    return float(w @ (1.0 / (1.0 + np.exp(-(mu + math.sqrt(max(var, 0.0)) * x)))))
+
+
+def _mean_dtanh(var: float, mean: float = 0.0) -> float:
+    x, w = hermite_nodes(32)
+    return float(w @ (1.0 - np.tanh(mean + math.sqrt(max(var, 0.0)) * x) ** 2))
+
+
+def _family(spec: CriticalSpec, b_keep: float, cand_sigma: float) -> Hyper:
+    """The Hyper of the critical family at keep bias b_keep and candidate scale cand_sigma."""
+    gs, gn = spec.gate_sigma, spec.gate_nu
+    gates = {k: Gate(mu=0.0, rho=0.0, sigma=gs, nu=gn) for k in GATES[spec.cell]}
+    gates[KEEP[spec.cell]] = Gate(mu=b_keep, rho=0.0, sigma=gs, nu=gn)
+    gates[OPEN_GATE[spec.cell]] = Gate(mu=spec.open_bias, rho=0.0, sigma=gs, nu=gn)
+    if spec.cell == "lstm":  # input-forget coupling: i = 1 - f (docs/theory.md §10.1)
+        gates["i"] = Gate(mu=-b_keep, rho=0.0, sigma=gs, nu=gn)
+    gates[CANDIDATE[spec.cell]] = Gate(mu=0.0, rho=0.0, sigma=cand_sigma, nu=spec.candidate_nu)
+    return Hyper(spec.cell, gates, spec.orthogonal)
+
+
+def operating_point(hp: Hyper, R: float) -> dict:
+    """Gate means and slopes at the operating point (untied fixed point Q* at input R, eq. (T6)):
+    keep f (z), the coupled write i (1 - z), the open gate o (r), <tanh'> of the candidate's
+    pre-activation and (LSTM) of the cell state, and the tied spectral radius of eq. (T34)."""
+    fp = closed.fixed_point(hp, R)
+    q = float(np.asarray(fp.q_h).reshape(-1)[0])
+    cell = hp.cell
+    var = lambda k: float(np.asarray(hp.var(k, q, R)).reshape(-1)[0])  # noqa: E731
+    mu = lambda k: float(np.asarray(hp.g(k).mu).reshape(-1)[0])  # noqa: E731
+    keep = _mean_sigmoid(mu(KEEP[cell]), var(KEEP[cell]))
+    open_ = _mean_sigmoid(mu(OPEN_GATE[cell]), var(OPEN_GATE[cell]))
+    cand = CANDIDATE[cell]
+    dtanh_cand = _mean_dtanh(var(cand), mu(cand))
+    out = {"Q_h": q, "keep": keep, "open": open_, "dtanh_candidate": dtanh_cand}
+    sigma_c = float(np.asarray(hp.g(cand).sigma).reshape(-1)[0])
+    if cell == "lstm":
+        write = _mean_sigmoid(mu("i"), var("i"))
+        q_s = float(np.asarray(fp.q_s).reshape(-1)[0])
+        dtanh_s = _mean_dtanh(q_s)
+        coupling = write * open_ * sigma_c * dtanh_cand * dtanh_s
+        out.update(write=write, Q_s=q_s, dtanh_state=dtanh_s)
+    else:
+        write = 1.0 - keep
+        coupling = write * open_ * sigma_c * dtanh_cand
+        out.update(write=write)
+    out.update(coupling=coupling, radius=keep + coupling)
+    return out
+
+
+# ----------------------------------------------------------------------------- the solver
+def solve(spec: CriticalSpec) -> CriticalSolution:
+    """Solve the critical family for `spec` (docs/theory.md §10.2): the keep bias from eq. (T35)
+    at the operating point's gate noise, then the candidate's recurrent scale from eq. (T34) (tied:
+    radius 1; untied: m_1 = 1), by brentq; then the predictions of `predict`."""
+    cell = spec.cell
+    f_target = keep_for_gain(spec.steps, spec.log10_gain)
+    gate_var = spec.gate_nu ** 2 * spec.R_op  # Q* ~ 0 near the operating point: gate noise from the input
+    logit = math.log(f_target / (1.0 - f_target))
+    b_keep = brentq(lambda b: _mean_sigmoid(b, gate_var) - f_target, logit - 5, logit + 40, xtol=1e-12)
+
+    def excess(sigma_c: float) -> float:
+        hp = _family(spec, b_keep, sigma_c)
+        if spec.criterion == "tied":
+            return operating_point(hp, spec.R_op)["radius"] - 1.0
+        fp = closed.fixed_point(hp, spec.R_op)
+        return float(np.asarray(closed.m1(hp, fp, spec.R_op)).reshape(-1)[0]) - 1.0
+
+    lo, hi = 1e-3, 2.0
+    while excess(hi) < 0 and hi < 1e4:
+        hi *= 2
+    if excess(lo) > 0 or excess(hi) < 0:
+        raise RuntimeError(f"critical: no candidate scale in [{lo}, {hi}] meets the {spec.criterion} condition "
+                           f"for {spec} (keep f = {f_target:.6g})")
+    sigma_c = brentq(excess, lo, hi, xtol=1e-10)
+    hp = _family(spec, b_keep, sigma_c)
+    gates = {k: {a: float(np.asarray(getattr(g, a))) for a in ("mu", "rho", "sigma", "nu")} for k, g in hp.gates.items()}
+    return CriticalSolution(spec, gates, spec.orthogonal, predict(hp, spec))
+
+
+def predict(hp: Hyper, spec: CriticalSpec) -> dict:
+    """What the theory says of `hp` for the task of `spec`: the operating point and the tied radius
+    (eq. (T34)); the linearized tied theory over the T steps (eq. (T36)): log10 of the rms gain and
+    of the smallest singular value, the memory horizon after the informative part; the untied
+    closed forms at the operating point: m_1, m_1^T, xi_C, Q*."""
+    op = operating_point(hp, spec.R_op)
+    f, c, T = op["keep"], op["coupling"], spec.steps
+    n_after = spec.steps - spec.content_steps
+    tied = {"radius": op["radius"],
+            "log10_rms_gain": 0.5 * math.log10(max(tied_gain(f, c, T), 1e-300)) if op["radius"] <= 1 + 1e-9
+            else T * math.log10(op["radius"]),  # above 1 the top eigenvalue's growth dominates
+            "log10_min_singular": T * math.log10(max(abs(f - c), 1e-300)),
+            "horizon": tied_horizon(f, c, max(n_after, 1)) if op["radius"] <= 1 + 1e-9 else None,
+            "horizon_steps_checked": n_after}
+    fp = closed.fixed_point(hp, spec.R_op)
+    m1, lam = (float(np.asarray(v).reshape(-1)[0]) for v in closed.tangent(hp, fp, spec.R_op))
+    untied = {"m1": m1, "log10_m1_power_T": T * math.log10(max(m1, 1e-300)), "lambda_c": lam,
+              "xi_c": float(closed.xi(lam)), "Q_h": float(np.asarray(fp.q_h).reshape(-1)[0])}
+    unsaturated = op.get("dtanh_state", 1.0) >= 0.5 and op["dtanh_candidate"] >= 0.5
+    return {"operating_point": op, "tied_linear": tied, "untied": untied, "unsaturated": bool(unsaturated),
+            "theory": "tied linearized at the operating point (eqs. (T34)-(T36)); untied closed forms (eq. (T23))"}
+
+
+# ----------------------------------------------------------------------------- cache
+def cache_dir() -> Path:
+    """Where solutions are cached: $MFTRNN_CACHE/critical, else ~/.cache/mftrnn/critical."""
+    root = os.environ.get("MFTRNN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mftrnn")
+    return Path(root) / "critical"
+
+
+def solve_cached(spec: CriticalSpec, cache: bool = True) -> tuple[CriticalSolution, bool]:
+    """solve(spec) through the on-disk cache keyed by spec.key(): (solution, True if it came from the
+    cache). A sweep's runs with the same T and inputs solve once; a damaged entry is solved again."""
+    path = cache_dir() / f"{spec.key()}.json"
+    if cache and path.exists():
+        try:
+            sol = CriticalSolution.from_dict(json.loads(path.read_text()))
+            if sol.spec == spec:
+                return sol, True
+        except (ValueError, KeyError, TypeError):
+            pass
+    sol = solve(spec)
+    if cache:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(sol.as_dict(), indent=1))
+            os.replace(tmp, path)  # atomic: parallel sweep workers never read half a file
+        except OSError:
+            pass  # a read-only home: the solution is still returned
+    return sol, False

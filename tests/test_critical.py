@@ -1,0 +1,191 @@
+"""The critical initialization: the solver meets its conditions (docs/theory.md §10), the linearized tied
+theory matches tied products, the cache is keyed by the solver's inputs, the network holds the solved
+hyperparameters, and `mftrnn diagnose` tells critical from standard on a real network."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose_train, run_cli
+from mftrnn.inits import TaskShape, gate_block, initialize, layer_params, solve_critical
+from mftrnn.models import GATES, RNNClassifier
+from mftrnn.schema import CellKind, ModelConfig, to_objects
+from mftrnn.theory import closed, critical
+from mftrnn.theory.critical import CriticalSpec, keep_for_gain, solve, solve_cached, tied_gain
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFTRNN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("steps,content,R", [(128, 28, 0.0), (1028, 28, 0.0), (784, 784, 0.1), (5028, 28, 1.0)])
+def test_tied_solution_meets_its_conditions(cell, steps, content, R):
+    sol = solve(CriticalSpec(cell, steps, content, R))
+    op = sol.predictions["operating_point"]
+    assert op["radius"] == pytest.approx(1.0, abs=1e-8)  # eq. (T34)
+    assert sol.predictions["tied_linear"]["log10_rms_gain"] == pytest.approx(-0.5, abs=1e-6)  # eq. (T35)
+    g = sol.gates
+    if cell == "lstm":
+        assert g["i"]["mu"] == -g["f"]["mu"] and op["write"] == pytest.approx(1 - op["keep"], abs=1e-9)
+    assert all(v["rho"] == 0 for v in g.values()) and sol.orthogonal
+    assert sol.predictions["unsaturated"]
+    # the horizon of the informative part is longer than the task, in the theory that holds for tied nets
+    assert sol.predictions["tied_linear"]["horizon"] is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_untied_solution_has_m1_one_and_a_tied_radius_above_one(cell):
+    spec = CriticalSpec(cell, 1028, 28, 0.0, criterion="untied")
+    sol = solve(spec)
+    hp = sol.hyper()
+    assert float(np.asarray(closed.m1(hp, closed.fixed_point(hp, 0.0), 0.0))) == pytest.approx(1.0, abs=1e-8)
+    assert sol.predictions["operating_point"]["radius"] > 1.05  # eq. (T34): the tied product explodes
+    assert sol.predictions["tied_linear"]["log10_rms_gain"] > 10
+
+
+def test_longer_tasks_keep_more():
+    f = [keep_for_gain(T, -0.5) for T in (100, 1000, 10_000, 78_400)]
+    assert all(a < b for a, b in zip(f, f[1:]))
+    # for T (1 - f) >> 1 the rms gain is (4 pi T f (1 - f))^(-1/4): T (1 - f) ~ 10^2 / (4 pi) = 7.96
+    assert 78_400 * (1 - f[-1]) == pytest.approx(100 / (4 * math.pi), rel=0.02)
+
+
+@pytest.mark.parametrize("orthogonal", [True, False])
+def test_tied_gain_matches_powers_of_one_matrix(orthogonal):
+    """Eq. (T36) against |J^n u|^2 for J = f I + c O, O Haar-orthogonal or Gaussian (n = 400 units)."""
+    torch.manual_seed(0)
+    n, f = 400, 0.97
+    c = 1 - f
+    o = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))[0] if orthogonal else \
+        torch.randn(n, n, dtype=torch.float64) / math.sqrt(n)
+    j = f * torch.eye(n, dtype=torch.float64) + c * o
+    u = torch.randn(n, 64, dtype=torch.float64)
+    u /= u.norm(dim=0)
+    for steps in (10, 100, 300):
+        v = torch.linalg.matrix_power(j, steps) @ u
+        measured = (v ** 2).sum(0).mean().item()
+        assert measured == pytest.approx(tied_gain(f, c, steps), rel=0.15), steps
+
+
+def test_cache_is_keyed_by_the_solvers_inputs(tmp_path):
+    spec = CriticalSpec("gru", 1028, 28, 0.0)
+    first, cached = solve_cached(spec)
+    assert not cached
+    again, cached = solve_cached(spec)
+    assert cached and again.gates == first.gates
+    for other in (CriticalSpec("gru", 2028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.5),
+                  CriticalSpec("lstm", 1028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.0, log10_gain=-0.3)):
+        assert other.key() != spec.key()
+        assert solve_cached(other)[1] is False
+    path = critical.cache_dir() / f"{spec.key()}.json"
+    path.write_text("{ damaged")
+    sol, cached = solve_cached(spec)
+    assert not cached and sol.gates == first.gates and json.loads(path.read_text())["gates"] == first.gates
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_network_holds_the_solved_hyperparameters(cell):
+    conf = to_objects(compose_train([f"cell={cell}", "init=critical"]))
+    task = TaskShape(seq_len=1028, content_steps=28, R_op=0.0)
+    torch.manual_seed(0)
+    model = RNNClassifier(CellKind(cell), 28, ModelConfig(hidden=256))
+    info = initialize(model, conf.init, task)
+    sol, _ = solve_critical(cell, conf.init, task)
+    assert info["gates"] == sol.gates
+    p = layer_params(model.rnn, 0)
+    for gate in GATES[CellKind(cell)]:
+        hp = sol.gates[gate]
+        assert torch.all(gate_block(p["bias_ih"], GATES[model.cell], gate) == torch.tensor(hp["mu"], dtype=torch.float32))
+        assert torch.all(p["bias_hh"] == 0)
+        w_hh = gate_block(p["weight_hh"], GATES[model.cell], gate)
+        assert torch.allclose(w_hh @ w_hh.T, hp["sigma"] ** 2 * torch.eye(256), atol=1e-5)  # orthogonal x sigma
+        w_ih = gate_block(p["weight_ih"], GATES[model.cell], gate)
+        assert w_ih.var().item() * 28 == pytest.approx(hp["nu"] ** 2, rel=0.05)
+
+
+@pytest.mark.parametrize("task", ["task=unrolled_mnist", "task=unrolled_mnist task.permute=true", "task=cifar10",
+                                  "task=repeated_pixel task.repeats=100", "task=padded_mnist task.pad_value=noise"])
+def test_every_task_solves_for_its_length_and_inputs(task, data_root):
+    from mftrnn.data import load_splits
+    from mftrnn.inits import task_shape
+    from mftrnn.tasks import build_task
+
+    conf = to_objects(compose_train(["init=critical", "data.limit=128", *task.split()]))
+    t = build_task(conf.task)
+    splits = load_splits(t.dataset, conf.data)
+    t.fit(splits)
+    shape = task_shape(t, splits, conf.init)
+    assert shape.seq_len == t.seq_len and shape.R_op > 0  # pixels, or the noise of the padding
+    sol, _ = solve_critical("lstm", conf.init, shape)
+    assert sol.spec.steps == t.seq_len and sol.predictions["operating_point"]["radius"] == pytest.approx(1, abs=1e-8)
+
+
+def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, data_root):
+    out = tmp_path / "crit"
+    res = run_cli("critical", "cell=gru", "task.pad=100", "verify.population=500", f"hydra.run.dir={out}",
+                  env={"MFTRNN_CACHE": str(tmp_path / "cache")})
+    assert res.returncode == 0, res.stderr
+    d = json.loads((out / "critical.json").read_text())
+    assert d["spec"]["steps"] == 128 and d["predictions"]["tied_linear"]["radius"] == pytest.approx(1)
+    assert d["verify"]["tied"]["horizon"] is None  # the two digits stay apart through the padding
+    assert "mu" in d["gates"]["z"] and "init.gates.z.mu=" in " ".join(d["overrides"])
+    res = run_cli("train", "--config-dir", str(out), "init=critical_gru_T128", "cell=gru", "--cfg", "job")
+    assert res.returncode == 0, res.stderr
+    assert f"mu: {d['gates']['z']['mu']:.9g}"[:12] in res.stdout and "scheme: meanfield" in res.stdout
+
+
+def test_diagnose_tells_critical_from_standard(tmp_path, data_root):
+    """A small CPU network: critical keeps the gain across the padding within a decade, standard loses it."""
+    from hydra import compose, initialize_config_module
+
+    from mftrnn.diagnose_app import run_diagnose
+
+    found = {}
+    for init in ("critical", "standard"):
+        with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
+            cfg = compose(config_name="diagnose", overrides=[
+                "cell=lstm", f"init={init}", "task.pad=300", "model.hidden=64", "pairs=4", "probes=2",
+                "theory.population=2000", "device=cpu"])
+        found[init] = run_diagnose(cfg, tmp_path / init)
+        assert (tmp_path / init / "diagnose.json").exists() and (tmp_path / init / "diagnose.png").exists()
+        assert set(torch.load(tmp_path / init / "init.pt")) >= {"rnn.weight_hh_l0", "head.weight"}
+    crit, std = found["critical"], found["standard"]
+    assert abs(crit["network"]["log10_gain"]["mean"]) < 1
+    assert std["network"]["log10_gain"]["mean"] < -2
+    # 1 - C/Q is scale-free (two vanishing states still point apart); relative to the state's size where the
+    # padding began, the standard network has forgotten the digits
+    assert crit["network"]["distance_end_over_Q_at_split"] > 1e3 * std["network"]["distance_end_over_Q_at_split"]
+    assert crit["network"]["horizon"] is None and std["network"]["horizon"] is not None
+    assert crit["network"]["zero_state_radius"] == pytest.approx(1.0, abs=1e-6)  # eq. (T34) on the real module
+    assert std["network"]["zero_state_radius"] < 0.99
+    # the tied theory predicts the network's gain within 0.2 decades; the untied one is off by decades
+    net = crit["network"]["log10_gain"]["mean"]
+    assert crit["theory"]["tied"]["log10_gain"] == pytest.approx(net, abs=0.2)
+    assert abs(crit["theory"]["untied"]["log10_gain"] - net) > 1
+
+
+def test_diagnose_reads_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path, data_root):
+    from conftest import TINY
+
+    run = tmp_path / "run"
+    assert run_cli("train", *TINY, "init=critical", "cell=gru", f"hydra.run.dir={run}").returncode == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["init_solution"]["spec"]["steps"] == 38 and "init.gates.z.mu=" in " ".join(
+        summary["init_solution"]["overrides"])
+    res = run_cli("diagnose", "cell=gru", "init=critical", "task.pad=10", "model.hidden=16", "pairs=2", "probes=2",
+                  "device=cpu", f"ckpt={run / 'ckpt_last.pt'}", f"hydra.run.dir={tmp_path / 'diag'}")
+    assert res.returncode == 0, res.stderr
+    d = json.loads((tmp_path / "diag" / "diagnose.json").read_text())
+    trained = torch.load(run / "ckpt_last.pt", weights_only=False)["model"]
+    saved = torch.load(tmp_path / "diag" / "init.pt")
+    assert all(torch.equal(saved[k], trained[k]) for k in trained)  # the checkpoint's weights were diagnosed
+    assert d["ckpt"].endswith("ckpt_last.pt") and math.isfinite(d["network"]["log10_gain"]["mean"])
+    bad = run_cli("diagnose", "cell=lstm", "task.pad=10", "model.hidden=16", "device=cpu",
+                  f"ckpt={run / 'ckpt_last.pt'}", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "does not fit" in bad.stderr and "Traceback" not in bad.stderr
