@@ -51,7 +51,7 @@ def preset_yaml(solution, name: str) -> str:
     lines = [f"# Critical initialization solved by `mftrnn critical` ({solution.spec.cell}, T = {solution.spec.steps},",
              f"# R_op = {solution.spec.R_op:.4g}, criterion {solution.spec.criterion}, log10 gain {solution.spec.log10_gain}).",
              f"# Use: mftrnn train --config-dir <this run dir> init={name}",
-             "defaults: [/schema/init/meanfield@_here_]",
+             f"defaults: [/schema/init/meanfield@_here_, /schema/gates/{solution.spec.cell}@gates, _self_]",
              f"recurrent: {'orthogonal' if solution.orthogonal else 'gaussian'}",
              "gates:"]
     lines += [f"  {k}: {{" + ", ".join(f"{a}: {v:.9g}" for a, v in g.items()) + "}" for k, g in solution.gates.items()]

@@ -108,6 +108,8 @@ def run_diagnose(cfg: DictConfig, out_dir: Path) -> dict:
     from mftrnn.tasks import build_task
 
     t0 = time.perf_counter()
+    if conf.ckpt and not Path(conf.ckpt).expanduser().is_file():  # before any data is loaded
+        raise ConfigError(f"ckpt={conf.ckpt} is not allowed: no such file")
     device = pick_device(conf.device)
     task = build_task(conf.task)
     splits = load_splits(task.dataset, conf.data)
@@ -159,9 +161,10 @@ def _print(res: dict, out_dir: Path) -> None:
                 lines.append(f"  theory, {name}: {t['skipped']}")
                 continue
             lg = "n/a" if t["log10_gain"] is None else f"{t['log10_gain']:+.3f}"
+            ratio = "n/a" if t["distance_ratio_end"] is None else f"{t['distance_ratio_end']:.3g}"
+            horizon = hz(None if t["horizon"] is None else int(t["horizon"]))
             lines.append(f"  theory, {name} ({t['method']}): log10 gain {lg}; 1 - C/Q at the end "
-                         f"{t['one_minus_c_end']:.3g}; distance ratio {t['distance_ratio_end']}; horizon "
-                         f"{hz(t['horizon'])}")
+                         f"{t['one_minus_c_end']:.3g}; distance ratio {ratio}; horizon {horizon}")
     lines.append(f"  wrote {out_dir / RESULT_NAME}, diagnose.png and init.pt ({res['seconds']:.1f} s)")
     print("\n".join(lines))
 

@@ -517,7 +517,8 @@ class CriticalConfig:
     device: Device = Device.cpu
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.init, CriticalInitConfig), "init", getattr(self.init, "scheme", self.init),
+        scheme = getattr(self.init, "scheme", None)
+        _require(isinstance(self.init, CriticalInitConfig), "init", getattr(scheme, "value", scheme),
                  "critical (`mftrnn critical` solves init=critical; its options are init.*)")
 
 

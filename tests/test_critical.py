@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_train, run_cli
+from conftest import TINY, compose_train, run_cli
 from mftrnn.inits import TaskShape, gate_block, initialize, layer_params, solve_critical
 from mftrnn.models import GATES, RNNClassifier
 from mftrnn.schema import CellKind, ModelConfig, to_objects
@@ -135,9 +135,14 @@ def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, d
     assert d["spec"]["steps"] == 128 and d["predictions"]["tied_linear"]["radius"] == pytest.approx(1)
     assert d["verify"]["tied"]["horizon"] is None  # the two digits stay apart through the padding
     assert "mu" in d["gates"]["z"] and "init.gates.z.mu=" in " ".join(d["overrides"])
-    res = run_cli("train", "--config-dir", str(out), "init=critical_gru_T128", "cell=gru", "--cfg", "job")
+    run = tmp_path / "run"
+    res = run_cli("train", "--config-dir", str(out), "init=critical_gru_T128", "cell=gru", *TINY, f"hydra.run.dir={run}")
     assert res.returncode == 0, res.stderr
-    assert f"mu: {d['gates']['z']['mu']:.9g}"[:12] in res.stdout and "scheme: meanfield" in res.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["init"] == "meanfield"
+    assert summary["config"]["init"]["gates"]["z"]["mu"] == pytest.approx(d["gates"]["z"]["mu"], rel=1e-8)
+    bias = torch.load(run / "init.pt")["rnn.bias_ih_l0"]
+    assert torch.all(bias[16:32] == torch.tensor(d["gates"]["z"]["mu"], dtype=torch.float32))  # z block, hidden 16
 
 
 def test_diagnose_tells_critical_from_standard(tmp_path, data_root):
@@ -171,8 +176,6 @@ def test_diagnose_tells_critical_from_standard(tmp_path, data_root):
 
 
 def test_diagnose_reads_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path, data_root):
-    from conftest import TINY
-
     run = tmp_path / "run"
     assert run_cli("train", *TINY, "init=critical", "cell=gru", f"hydra.run.dir={run}").returncode == 0
     summary = json.loads((run / "summary.json").read_text())
