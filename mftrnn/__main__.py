@@ -57,7 +57,14 @@ def main() -> None:
     else:
         print(f"mftrnn: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
-    run()
+    from mftrnn.errors import use_one_line_config_errors
+
+    use_one_line_config_errors(command)
+    try:
+        run()
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints and stops by itself)
+        print(f"mftrnn {command}: stopped: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -89,10 +89,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pad", type=int, default=800, help="padding steps: T = 28 + pad (default 828)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cuda (default) or cpu; without a GPU, name cpu explicitly")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
     p.add_argument("overrides", nargs="*", help="extra `mftrnn train` overrides for the runner (e.g. data.root=...)")
     a = p.parse_args(argv)
+    if a.device is None:
+        if not torch.cuda.is_available():  # say so at once, before minutes of CPU work
+            print("mftrnn bench: error: it measures training speed on a GPU, and this machine has none. "
+                  "A small CPU version (a few seconds): mftrnn bench --device cpu --pad 50 --hidden 32 "
+                  "--steps 20 --warmup 10 --rounds 1", file=sys.stderr)
+            sys.exit(2)
+        a.device = "cuda"
     if a.steps < 1 or a.warmup < 1 or a.rounds < 1 or a.pad < 0:
         p.error("--steps, --warmup and --rounds must be >= 1, --pad >= 0")
     if a.steps % a.warmup:

@@ -129,3 +129,42 @@ def plot_diagnose(res: dict, out: Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def sweep_table(sweep_dir: Path) -> str:
+    """A Markdown table of a sweep's runs: each run's dir (relative), the overrides that tell it from the
+    other runs, its steps and final validation and test accuracy (or how it ended)."""
+    runs = []
+    for run_dir in sorted(p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")):
+        text = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        runs.append((run_dir, [ln[2:].strip() for ln in text.splitlines() if ln.startswith("- ")]))
+    common = set.intersection(*(set(o) for _, o in runs)) if len(runs) > 1 else set()
+    rows = ["| run | overrides | steps | val acc | test acc |", "| --- | --- | ---: | ---: | ---: |"]
+    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    for run_dir, overrides in runs:
+        summary = read_run(run_dir)[0] if (run_dir / "metrics.jsonl").exists() else {}
+        if summary:
+            steps, val, test = summary.get("steps", "-"), fmt(summary.get("val_acc")), fmt(summary.get("test_acc"))
+        else:
+            steps, val, test = "-", "failed" if (run_dir / "failed.txt").exists() else "unfinished", "-"
+        key = " ".join(o for o in overrides if o not in common) or "-"
+        rows.append(f"| {run_dir.relative_to(sweep_dir)} | {key} | {steps} | {val} | {test} |")
+    return "\n".join(rows)
+
+
+try:  # a Hydra callback (conf/train.yaml, hydra.callbacks): the table at the end of every sweep
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - Hydra is a dependency; this keeps report usable without it
+    Callback = object
+
+
+class SweepTable(Callback):
+    """At the end of a sweep (-m), print its runs' table and write it to <sweep dir>/sweep.md."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        table = sweep_table(sweep_dir)
+        (sweep_dir / "sweep.md").write_text(table + "\n")
+        print(f"sweep {sweep_dir}:\n{table}", flush=True)

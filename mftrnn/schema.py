@@ -268,6 +268,20 @@ class CriticalInitConfig(InitConfig):
         _require(math.isfinite(self.open_bias), "init.open_bias", self.open_bias, "finite")
 
 
+def _check_gates(init: Any, cell: CellConfig) -> None:
+    """Per-gate values belong to init=meanfield, with the cell's own gate names."""
+    gates = getattr(init, "gates", None)
+    if gates is None:
+        return
+    names = ", ".join(f.name for f in dataclasses.fields(LstmGates if cell.kind is CellKind.lstm else GruGates))
+    if not isinstance(init, MeanFieldInitConfig):
+        raise ConfigError(f"init.gates: per-gate values need init=meanfield (init={init.scheme.value} has none); "
+                          f"cell={cell.kind.value} has gates {names}")
+    want = LstmGates if cell.kind is CellKind.lstm else GruGates
+    _require(isinstance(gates, want), "init.gates", type(gates).__name__,
+             f"{want.__name__} for cell={cell.kind.value} (gates {names})")
+
+
 # --------------------------------------------------------------------------- training
 @dataclass
 class OptimConfig:
@@ -344,11 +358,7 @@ class TrainConfig:
     experiment_name: str = "adhoc"
 
     def __post_init__(self) -> None:
-        gates = getattr(self.init, "gates", None)
-        if gates is not None:
-            want = LstmGates if self.cell.kind is CellKind.lstm else GruGates
-            _require(isinstance(gates, want), "init.gates", type(gates).__name__,
-                     f"{want.__name__} for cell={self.cell.kind.value}")
+        _check_gates(self.init, self.cell)
 
 
 # --------------------------------------------------------------------------- theory
@@ -556,11 +566,7 @@ class DiagnoseConfig:
         _require(self.pairs >= 1, "pairs", self.pairs, "an integer >= 1")
         _require(self.probes >= 1, "probes", self.probes, "an integer >= 1")
         _require(0 < self.eps < 1, "eps", self.eps, "a number in (0, 1)")
-        gates = getattr(self.init, "gates", None)
-        if gates is not None:
-            want = LstmGates if self.cell.kind is CellKind.lstm else GruGates
-            _require(isinstance(gates, want), "init.gates", type(gates).__name__,
-                     f"{want.__name__} for cell={self.cell.kind.value}")
+        _check_gates(self.init, self.cell)
 
 
 # --------------------------------------------------------------------------- registry

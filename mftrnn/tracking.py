@@ -30,18 +30,20 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after `step` (a crashed run wrote them; the resumed run logs them again)."""
+def truncate_metrics(path: Path, step: int) -> int:
+    """Drop records logged after `step` (a crashed run wrote them; the resumed run logs them again) and
+    lines that are not whole JSON records (cut mid-write); returns how many of the latter were dropped."""
     if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
+        return 0
+    keep, damaged = [], 0
+    for line in path.read_text(errors="replace").splitlines():
         try:
             if json.loads(line).get("step", 0) <= step:
                 keep.append(line)
-        except json.JSONDecodeError:  # a line cut short by the crash
-            continue
+        except (json.JSONDecodeError, AttributeError):  # a line cut short by a crash
+            damaged += 1
     path.write_text("".join(k + "\n" for k in keep))
+    return damaged
 
 
 class Tracker:

@@ -4,16 +4,22 @@ The Hydra entry point `main` only finds the run dir and calls :func:`train`, a p
 that builds everything itself (reads the config as objects, picks the device, builds task, model
 and initialization, loads data, trains, evaluates) and returns the summary.
 
-Run dir contents: init.pt (state_dict at initialization), ckpt_last.pt (atomic, every
-train.ckpt_every steps), metrics.jsonl (one JSON object per logged step), summary.json (final
-metrics), train.log (Hydra's log), wandb/ (offline W&B run), .hydra/ (the composed config).
+Run dir contents: init.pt (state_dict at initialization), ckpt_last.pt and ckpt_prev.pt (atomic,
+every train.ckpt_every steps, at the end, and at an interrupt), metrics.jsonl (one JSON object per
+logged step), summary.json (final metrics), train.log (Hydra's log), failed.txt (only after an
+error), wandb/ (offline W&B run), .hydra/ (the composed config).
+
+SIGINT / SIGTERM stop after the current step with a checkpoint at that step (`StopSignals`); the
+same command resumes exactly.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,7 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mftrnn import checkpoint
 from mftrnn.data import Splits, load_splits
-from mftrnn.errors import ConfigError, DivergedError, run_or_exit
+from mftrnn.errors import ConfigError, DivergedError, MftrnnError, run_or_exit
 from mftrnn.gpus import pin_for_hydra_job
 from mftrnn.inits import effective_gate_biases, initialize, task_shape
 from mftrnn.models import RNNClassifier
@@ -51,6 +57,11 @@ VOLATILE_KEYS = ("train.steps", "train.resume", "train.ckpt_every", "train.progr
 EVAL_NOISE_SEED = {"val": 2, "train": 3, "test": 4}
 # Test hook: exit abruptly (as a kill would) right after this optimizer step.
 KILL_ENV = "MFTRNN_TEST_KILL_AT_STEP"
+# Test hook: send this process signals right after an optimizer step: "STEP" (SIGINT) or "STEP:SIGTERM",
+# "STEP:SIGINT,SIGINT" (a second Ctrl-C at once).
+SIGNAL_ENV = "MFTRNN_TEST_SIGNAL_AT_STEP"
+# How long a CPU run trains before it estimates its time left (seconds; a test shortens it).
+ETA_CHECK_S = float(os.environ.get("MFTRNN_ETA_CHECK_S", "10"))
 
 
 class BatchSampler:
@@ -144,17 +155,53 @@ def _check_same_run(saved: dict, now: dict, run_dir: Path) -> None:
                           f"Pick another hydra.run.dir, or train.resume=never to start over there.")
 
 
+FAILED_NAME = "failed.txt"  # written into a run dir whose run ended with an error (removed by a later success)
+
+
+def _check_writable(run_dir: Path) -> None:
+    """The run dir exists (Hydra made it) and takes files; else one line naming it."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"the run dir {run_dir} cannot be created or written ({exc.strerror or exc}); "
+                          f"choose another with hydra.run.dir=PATH") from None
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train as configured, writing into `run_dir`; return the summary (also in summary.json)."""
+    """Train as configured, writing into `run_dir`; return the summary (also in summary.json). A run
+    that ends with an error (not an interrupt) leaves failed.txt in its run dir, with the error."""
+    try:
+        summary = _train(cfg, run_dir)
+    except (Interrupted, StoppedAtOnce):
+        raise
+    except MftrnnError as exc:
+        try:
+            if run_dir.is_dir():
+                (run_dir / FAILED_NAME).write_text(f"{type(exc).__name__}: {exc}\n")
+        except OSError:
+            pass
+        raise
+    (run_dir / FAILED_NAME).unlink(missing_ok=True)
+    return summary
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
     conf = to_objects(cfg)  # every check at the door: bad values end here, before any work
     conf_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(run_dir)
     done = read_json(run_dir / SUMMARY_NAME) if conf.train.resume is Resume.auto else None
+    if done is None and (run_dir / SUMMARY_NAME).exists() and conf.train.resume is Resume.auto:
+        log.warning("%s cannot be read (cut mid-write?): the run continues from its checkpoint",
+                    run_dir / SUMMARY_NAME)
     if done is not None and _identity(done.get("config", {})) == _identity(conf_dict) and (
             done.get("diverged") or done.get("steps", -1) >= conf.train.steps):
         # Finished, or diverged (a result, whose checkpoint predates the divergence): nothing to do.
-        log.info("run already complete (%d steps%s): %s", done["steps"], ", diverged" if done["diverged"] else "",
-                 run_dir / SUMMARY_NAME)
+        acc = lambda k: "-" if done.get(k) is None else f"{done[k]:.4f}"  # noqa: E731
+        log.info("run already complete: %d steps%s, val acc %s, test acc %s (%s)", done["steps"],
+                 ", diverged" if done["diverged"] else "", acc("val_acc"), acc("test_acc"), run_dir / SUMMARY_NAME)
         return done
     set_determinism(conf.deterministic)  # before CUDA starts
     seed_everything(conf.seed)
@@ -175,10 +222,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     sampler = BatchSampler(len(splits.train_x), seed=conf.seed, device=device)
     noise = torch.Generator(device=device).manual_seed(conf.seed + 1)
 
-    ckpt_path = run_dir / checkpoint.CKPT_NAME
-    step, elapsed, run_id, best_val = 0, 0.0, new_run_id(), -math.inf
-    if conf.train.resume is Resume.auto and ckpt_path.exists():
-        state = checkpoint.load(ckpt_path)
+    step, elapsed, run_id, best_val, window = 0, 0.0, new_run_id(), -math.inf, None
+    state, ckpt_path = None, None
+    if conf.train.resume is Resume.auto:
+        state, ckpt_path, damaged = checkpoint.load_latest(run_dir)
+        for line in damaged:
+            log.warning("%s; resuming from the newest intact checkpoint", line)
+    if state is not None:
         _check_same_run(state["identity"], _identity(conf_dict), run_dir)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -186,7 +236,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         noise.set_state(state["noise"])
         set_rng_state(state["rng"])
         step, elapsed, run_id, best_val = state["step"], state["elapsed"], state["run_id"], state["best_val"]
-        truncate_metrics(run_dir / METRICS_NAME, step)
+        window = state.get("window")  # the log window an interrupt cut (absent: checkpoints at window ends)
+        dropped = truncate_metrics(run_dir / METRICS_NAME, step)
+        if dropped:
+            log.warning("%s: dropped %d damaged line(s) (cut mid-write)", run_dir / METRICS_NAME, dropped)
         log.info("resumed from %s at step %d", ckpt_path, step)
     else:
         for stale in (run_dir / METRICS_NAME, run_dir / SUMMARY_NAME):
@@ -199,9 +252,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                                             **({"init_solution": init_info} if init_info else {})})
     exit_code = 1
     try:
-        summary = _loop(conf, conf_dict, model, task, splits, opt, sampler, noise, tracker, run_dir,
-                        step, elapsed, run_id, best_val, device, init_info)
+        with StopSignals() as stop:
+            summary = _loop(conf, conf_dict, model, task, splits, opt, sampler, noise, tracker, run_dir,
+                            step, elapsed, run_id, best_val, device, init_info, window, stop)
         exit_code = 0
+    except (Interrupted, StoppedAtOnce):
+        exit_code = 0  # stopped by the user: the W&B run is resumable, not failed
+        raise
     finally:
         tracker.finish(exit_code)  # BasicLauncher runs a sweep in one process: never leak a run
     if summary["diverged"] and conf.train.fail_on_divergence:
@@ -213,9 +270,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
 def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: SequenceTask, splits: Splits,
           opt: torch.optim.Optimizer, sampler: BatchSampler, noise: torch.Generator, tracker: Tracker,
           run_dir: Path, step: int, elapsed: float, run_id: str, best_val: float, device: torch.device,
-          init_info: Optional[dict] = None) -> dict:
+          init_info: Optional[dict] = None, resumed_window: Optional[dict] = None,
+          stop: Optional["StopSignals"] = None) -> dict:
     tc = conf.train
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
+    signal_at, _, names = os.environ.get(SIGNAL_ENV, "-1").partition(":")
+    signal_at = int(signal_at)
+    signal_with = [getattr(signal, n) for n in (names or "SIGINT").split(",")]
     params = list(model.parameters())
     clip = conf.optim.clip if conf.optim.clip is not None else math.inf  # inf: measure, never clip
 
@@ -225,6 +286,11 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
 
     window, window_steps = zeros(), 0
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
+    if resumed_window:  # an interrupt cut this window: continue it, so the logged means are unchanged
+        window = torch.tensor(resumed_window["sums"], device=device, dtype=torch.float64)
+        window_steps = resumed_window["steps"]
+        first_bad.fill_(resumed_window["first_bad"])
+    start_step, eta_checked, t_eta = step, device.type != "cpu", time.perf_counter()
     t_start = time.perf_counter() - elapsed
     t_window = time.perf_counter()
     diverged_at: Optional[int] = None
@@ -252,6 +318,22 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             if step == kill_at:
                 os._exit(17)
+            if step == signal_at:  # test hook: the signals a user or a scheduler would send, here
+                for sig in signal_with:
+                    os.kill(os.getpid(), sig)
+            if stop is not None and stop.signum is not None:
+                tracker.flush()
+                _save(conf_dict, model, opt, sampler, noise, step, time.perf_counter() - t_start, run_id, best_val,
+                      run_dir, {"sums": window.tolist(), "steps": window_steps, "first_bad": int(first_bad.item())})
+                pbar.close()
+                stop.after_checkpoint(step, run_dir)  # raises Interrupted, or hands over to the scheduler
+            if not eta_checked and time.perf_counter() - t_eta > ETA_CHECK_S and step - start_step >= 5:
+                eta_checked = True  # once, ten seconds in: on a GPU the question does not arise
+                rate = (step - start_step) / (time.perf_counter() - t_eta)
+                left = (tc.steps - step) / rate
+                if left > 3600:
+                    log.warning("on the CPU this run needs about %.1f h more (%.2f steps/s, %d steps to go); "
+                                "mftrnn train is meant for a GPU (device=cuda)", left / 3600, rate, tc.steps - step)
 
             checkpoint_now = step % tc.ckpt_every == 0
             if step % tc.log_every == 0 or checkpoint_now or step == tc.steps:
@@ -313,14 +395,82 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
 
 
 def _save(conf_dict: dict, model: RNNClassifier, opt: torch.optim.Optimizer, sampler: BatchSampler,
-          noise: torch.Generator, step: int, elapsed: float, run_id: str, best_val: float, run_dir: Path) -> None:
+          noise: torch.Generator, step: int, elapsed: float, run_id: str, best_val: float, run_dir: Path,
+          window: Optional[dict] = None) -> None:
+    """ckpt_last.pt (the previous one kept as ckpt_prev.pt); `window`: the open log window's sums, when
+    an interrupt checkpoints between two log steps."""
     from mftrnn import __version__
 
     checkpoint.save_atomic({
         "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "sampler": sampler.state_dict(),
         "noise": noise.get_state(), "rng": rng_state(), "run_id": run_id, "elapsed": elapsed, "best_val": best_val,
         "identity": _identity(conf_dict), "config": conf_dict, "version": __version__,
+        **({"window": window} if window is not None else {}),
     }, run_dir / checkpoint.CKPT_NAME)
+
+
+class Interrupted(MftrnnError):
+    """SIGINT or SIGTERM stopped training after a step; a checkpoint at that step was written."""
+
+    label = "stopped"
+    stops_sweep = True
+
+    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+        name = signal.Signals(signum).name
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        super().__init__(f"{name} at step {step}: checkpoint written to {run_dir / checkpoint.CKPT_NAME}; "
+                         f"run the same command again to resume")
+
+
+class StoppedAtOnce(MftrnnError):
+    """A second Ctrl-C during the step that the first one was waiting for."""
+
+    label = "stopped"
+    stops_sweep = True
+    exit_code = 130
+
+
+class StopSignals:
+    """While active, the first SIGINT or SIGTERM only sets `signum` (the loop checkpoints after its step
+    and stops, `after_checkpoint`); a second SIGINT stops at once, without a checkpoint. Under submitit
+    (hydra/launcher=slurm), whose handler of SIGUSR2 requeues a job that times out or is preempted,
+    SIGUSR2 too is caught first: the loop checkpoints at its step, then submitit's handler requeues
+    the job, which resumes there. Handlers can only be installed from the main thread; elsewhere this
+    does nothing."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._old: dict = {}
+
+    def after_checkpoint(self, step: int, run_dir: Path) -> None:
+        """Called once the checkpoint at `step` is written: hand SIGUSR2 to the scheduler's handler,
+        stop with Interrupted on SIGINT / SIGTERM."""
+        old = self._old.get(getattr(signal, "SIGUSR2", None))
+        if self.signum == getattr(signal, "SIGUSR2", None) and callable(old):
+            log.warning("SIGUSR2 at step %d: checkpoint written; handing over to the scheduler (requeue)", step)
+            old(self.signum, None)
+        raise Interrupted(self.signum, step, run_dir)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise StoppedAtOnce("interrupted again: stopped at once, without a checkpoint at this step "
+                                "(run the same command again to resume from the last one)")
+        self.signum = signum
+        log.warning("%s received: stopping after this step (Ctrl-C again to stop at once)",
+                    signal.Signals(signum).name)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+            usr2 = getattr(signal, "SIGUSR2", None)
+            if usr2 is not None and callable(signal.getsignal(usr2)):  # a scheduler's requeue handler
+                self._old[usr2] = signal.signal(usr2, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mftrnn.conf", config_name="train")
