@@ -167,6 +167,25 @@ def test_a_full_disk_during_a_checkpoint_loses_nothing_older(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_last.pt", "ckpt_prev.pt"]  # no temp file left
 
 
+def test_a_full_disk_during_a_checkpoint_through_the_command(tmp_path, data_root):
+    """A file-size limit (RLIMIT_FSIZE: writes past it fail with EFBIG, as on a full disk) stops the
+    checkpoint at step 12 half-way; the one of step 8 stays the last."""
+    import resource
+
+    args = [*TINY, "model.hidden=64", "train.steps=16", f"hydra.run.dir={tmp_path}"]  # checkpoints every 4
+    assert run_cli("train", *args, env={KILL_ENV: "10"}).returncode == 17
+    size = (tmp_path / "ckpt_last.pt").stat().st_size
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))  # noqa: E731
+    env = {**os.environ, "MFTRNN_DATA": str(DATA)}
+    res = subprocess.run([str(MFTRNN), "train", *args], env=env, capture_output=True, text=True, timeout=300,
+                         preexec_fn=limit)
+    line = one_error_line(res)
+    assert "could not write the checkpoint" in line and "kept: ckpt_last.pt, ckpt_prev.pt" in line
+    assert torch.load(tmp_path / "ckpt_last.pt", weights_only=False)["step"] == 8
+    assert not list(tmp_path.glob("*.tmp"))
+    assert run_cli("train", *args).returncode == 0  # with room again, it resumes and finishes
+
+
 @pytest.mark.parametrize("args,expected", [
     (["model.foo=1"], "Key 'foo' not in 'ModelConfig'"),
     (["model.hidden=abc"], "could not be converted to Integer"),
