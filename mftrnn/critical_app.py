@@ -97,8 +97,9 @@ def _print(res: dict, out_dir: Path, name: str) -> None:
         f"({'cached' if res['cached'] else 'solved'} in {res['solve_seconds']:.2f} s)",
         f"  {gates}",
         f"  operating point: keep {op['keep']:.6f}, write {op['write']:.3g}, open {op['open']:.3f}, tied radius {tied['radius']:.6f}",
-        f"  tied (linearized): log10 rms gain over T {tied['log10_rms_gain']:+.3f}, smallest singular value "
-        f"10^{tied['log10_min_singular']:.2f}, horizon {hz(tied['horizon'])}",
+        f"  tied (linearized): log10 rms gain over T {tied['log10_rms_gain']:+.3f}; log10 singular values "
+        f"{tied['log10_singular_mean']:+.2f} +- {tied['log10_singular_std']:.2f} (smallest "
+        f"{tied['log10_min_singular']:+.2f}); horizon {hz(tied['horizon'])}",
         f"  untied: m1 {untied['m1']:.6f} (m1^T = 10^{untied['log10_m1_power_T']:.2f}), xi_C {untied['xi_c']:.4g}, "
         f"Q* {untied['Q_h']:.3g}; unsaturated: {p['unsaturated']}",
     ]

@@ -35,6 +35,8 @@ def test_tied_solution_meets_its_conditions(cell, steps, content, R):
         assert g["i"]["mu"] == -g["f"]["mu"] and op["write"] == pytest.approx(1 - op["keep"], abs=1e-9)
     assert all(v["rho"] == 0 for v in g.values()) and sol.orthogonal
     assert sol.predictions["unsaturated"]
+    tl = sol.predictions["tied_linear"]
+    assert tl["log10_min_singular"] < tl["log10_singular_mean"] < 0 < tl["log10_singular_std"]
     # the horizon of the informative part is longer than the task, in the theory that holds for tied nets
     assert sol.predictions["tied_linear"]["horizon"] is None
 
@@ -192,3 +194,12 @@ def test_diagnose_reads_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path,
     bad = run_cli("diagnose", "cell=lstm", "task.pad=10", "model.hidden=16", "device=cpu",
                   f"ckpt={run / 'ckpt_last.pt'}", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode == 2 and "does not fit" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_theory_takes_init_critical(tmp_path, data_root):
+    res = run_cli("theory", "cell=gru", "init=critical", "task.pad=60", "theory/input=task", "theory.weights=tied",
+                  "theory.population=500", f"hydra.run.dir={tmp_path}", env={"MFTRNN_CACHE": str(tmp_path / "c")})
+    assert res.returncode == 0, res.stderr
+    d = json.loads((tmp_path / "theory.json").read_text())
+    assert d["hyperparameters"]["source"]["init"] == "critical"
+    assert d["memory"]["horizon"] is None  # the digits stay apart through the padding in the tied theory

@@ -39,7 +39,7 @@ from mftrnn.theory import closed
 from mftrnn.theory.hyper import Gate, Hyper
 from mftrnn.theory.quadrature import nodes as hermite_nodes
 
-VERSION = 1  # bump when the solver's answer for the same spec changes: old cache entries are ignored
+VERSION = 2  # bump when the solver's answer for the same spec changes: old cache entries are ignored
 OPEN_GATE = {"lstm": "o", "gru": "r"}  # the gate held open (the LSTM's output, the GRU's reset)
 CRITERIA = ("tied", "untied")
 
@@ -137,6 +137,14 @@ def tied_gain(keep: float, coupling: float, steps) -> np.ndarray:
         lbin = gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1)
         out[j] = math.exp(float(logsumexp(2 * lbin + 2 * (m - k) * lf + 2 * k * lc)))
     return out if np.ndim(steps) else out[0]
+
+
+def _log_singular_spread(keep: float, coupling: float, steps: int, points: int = 4096) -> dict:
+    """Mean and std over theta of steps * log10 |keep + coupling e^{i theta}| (midpoint rule)."""
+    theta = (np.arange(points) + 0.5) * np.pi / points  # symmetric in theta: [0, pi] suffices
+    lam = np.abs(keep + coupling * np.exp(1j * theta))
+    logs = steps * np.log10(np.maximum(lam, 1e-300))
+    return {"log10_singular_mean": float(logs.mean()), "log10_singular_std": float(logs.std())}
 
 
 def tied_horizon(keep: float, coupling: float, max_steps: int, eps: float = 1e-2) -> Optional[int]:
@@ -249,6 +257,9 @@ def predict(hp: Hyper, spec: CriticalSpec) -> dict:
             "log10_rms_gain": 0.5 * math.log10(max(tied_gain(f, c, T), 1e-300)) if op["radius"] <= 1 + 1e-9
             else T * math.log10(op["radius"]),  # above 1 the top eigenvalue's growth dominates
             "log10_min_singular": T * math.log10(max(abs(f - c), 1e-300)),
+            # the spread of the T-step product's log singular values T log10 |f + c e^{i theta}| (normal
+            # product: the moduli of its eigenvalues), theta uniform: their mean and standard deviation
+            **_log_singular_spread(f, c, T),
             "horizon": tied_horizon(f, c, max(n_after, 1)) if op["radius"] <= 1 + 1e-9 else None,
             "horizon_steps_checked": n_after}
     fp = closed.fixed_point(hp, spec.R_op)
