@@ -60,15 +60,6 @@ def pairs_of_examples(task, test_x: Tensor, test_y: Tensor, n_pairs: int, seed: 
     return Pairs(x, [int(test_y[i]) for i in idx], split)
 
 
-def _state(rnn: nn.RNNBase, x: Tensor, state=None):
-    """Run the module over x (t, B, n_in) from `state`: (outputs (t, B, n), final state)."""
-    return rnn(x, state)
-
-
-def _flat_state(state) -> list[Tensor]:
-    return [s[0] for s in state] if isinstance(state, tuple) else [state[0]]
-
-
 @torch.no_grad()
 def run_to(rnn: nn.RNNBase, x: Tensor, steps: int):
     """The module's state after the first `steps` steps of x (zero state if steps = 0)."""
@@ -76,7 +67,7 @@ def run_to(rnn: nn.RNNBase, x: Tensor, steps: int):
         b, n = x.shape[1], rnn.hidden_size
         z = x.new_zeros(1, b, n)
         return (z, z.clone()) if isinstance(rnn, nn.LSTM) else z
-    return _state(rnn, x[:steps])[1]
+    return rnn(x[:steps])[1]
 
 
 def jacobian_gains(rnn: nn.RNNBase, x: Tensor, start: int, probes: int, seed: int = 0) -> np.ndarray:
@@ -88,7 +79,7 @@ def jacobian_gains(rnn: nn.RNNBase, x: Tensor, start: int, probes: int, seed: in
     leaves = [rep(s).detach().requires_grad_(True) for s in (state0 if isinstance(state0, tuple) else (state0,))]
     state = tuple(leaves) if len(leaves) == 2 else leaves[0]
     with torch.enable_grad():
-        _, final = _state(rnn, x[start:].repeat_interleave(probes, dim=1), state)  # (T - start, B K, n_in)
+        _, final = rnn(x[start:].repeat_interleave(probes, dim=1), state)  # (T - start, B K, n_in)
         finals = final if isinstance(final, tuple) else (final,)
         gen = torch.Generator().manual_seed(seed)
         us = [torch.randn(f.shape, generator=gen, dtype=torch.float64).to(f) for f in finals]
@@ -111,7 +102,7 @@ def gain_curve(rnn: nn.RNNBase, x: Tensor, start: int, eps: float = 1e-7, seed: 
     norm = torch.sqrt(sum((d ** 2).sum(-1) for d in dirs))[..., None]
     moved = [p + eps * d / norm for p, d in zip(parts, dirs)]
     both = tuple(torch.cat([p, m], 1) for p, m in zip(parts, moved))
-    out, _ = _state(rnn, torch.cat([x[start:], x[start:]], 1), both if len(both) == 2 else both[0])
+    out, _ = rnn(torch.cat([x[start:], x[start:]], 1), both if len(both) == 2 else both[0])
     b = x.shape[1]
     delta = (out[:, b:] - out[:, :b]).norm(dim=-1) / eps  # (T - start, B)
     first = (moved[0] - parts[0])[0].norm(dim=-1) / eps  # |delta h| at the start
@@ -122,7 +113,7 @@ def gain_curve(rnn: nn.RNNBase, x: Tensor, start: int, eps: float = 1e-7, seed: 
 @torch.no_grad()
 def pair_distances(rnn: nn.RNNBase, pairs: Pairs) -> dict[str, np.ndarray]:
     """Per step t = 0..T and pair: d = |h_a - h_b|^2 / 2n, Q_a, Q_b, C = h_a.h_b / n (h_0 = 0)."""
-    out, _ = _state(rnn, pairs.x)  # (T, 2P, n)
+    out, _ = rnn(pairs.x)  # (T, 2P, n)
     out = torch.cat([out.new_zeros(1, *out.shape[1:]), out], 0)  # (T+1, 2P, n)
     ha, hb = out[:, 0::2], out[:, 1::2]
     n = out.shape[-1]
