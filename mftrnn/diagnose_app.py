@@ -41,12 +41,9 @@ def build_model(conf: DiagnoseConfig, task, splits):
     seed_everything(conf.seed)
     model = RNNClassifier(conf.cell.kind, task.input_size, conf.model)
     info = initialize(model, conf.init, task_shape(task, splits, conf.init))
-    if conf.ckpt:
-        path = Path(conf.ckpt).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"ckpt={conf.ckpt} is not allowed: no such file")
+    if conf.ckpt:  # run_diagnose has checked that the file exists, before loading any data
         try:
-            state = checkpoint.load(path)
+            state = checkpoint.load(Path(conf.ckpt).expanduser())
         except Exception as exc:  # a damaged or foreign file: one line naming it
             raise ConfigError(f"ckpt={conf.ckpt}: cannot be read ({type(exc).__name__}: {exc})") from None
         weights = state.get("model", state) if isinstance(state, dict) else None

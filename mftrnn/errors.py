@@ -62,9 +62,6 @@ def _in_sweep() -> bool:
 
 
 # ----------------------------------------------------------------------------- Hydra's own errors
-GATE_NAMES = {"lstm": "i, f, g, o", "gru": "r, z, n"}  # for messages only; the table is mftrnn/cells.py
-
-
 def _choice(argv: list, key: str, default: str) -> str:
     """The last `key=value` (or `+key=value`) on the command line, else `default`."""
     value = default
@@ -98,14 +95,21 @@ def explain_config_error(ex: BaseException, argv: list) -> str:
     if full_key and full_key not in msg:
         msg += f" (key {full_key})"
     if "gates" in msg or (full_key or "").startswith("init.gates"):
+        from mftrnn.cells import GATES
+
         cell, init = _choice(argv, "cell", "lstm"), _choice(argv, "init", "standard")
-        gates = GATE_NAMES.get(cell, "")
+        gates = GATES.get(cell, GATES["lstm"])
+        names = ", ".join(gates)
         if init != "meanfield":
             msg += f". Per-gate values need init=meanfield (init={init} has none): e.g. init=meanfield " \
-                   f"init.gates.{gates[0] if gates else 'f'}.mu=3; cell={cell} has gates {gates}"
+                   f"init.gates.{gates[0]}.mu=3; cell={cell} has gates {names}"
         else:
-            msg += f". cell={cell} has gates {gates} (keys init.gates.<gate>.<mu|rho|sigma|nu>)"
+            msg += f". cell={cell} has gates {names} (keys init.gates.<gate>.<mu|rho|sigma|nu>)"
     return msg
+
+
+def _reraise(err: BaseException) -> Any:
+    raise err
 
 
 def use_one_line_config_errors(command: str) -> None:
@@ -120,17 +124,16 @@ def use_one_line_config_errors(command: str) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     original = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
+    users = (MftrnnError, HydraException, OmegaConfBaseException, OSError)
 
     def run_and_report(func: Callable[[], Any]) -> Any:
         try:
             return func()
-        except MftrnnError as exc:  # a sweep's failed job: run_or_exit has printed it already
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            sys.exit(exc.exit_code)
-        except (HydraException, OmegaConfBaseException, OSError) as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
+        except Exception as exc:  # noqa: BLE001 - sorted below; the rest goes to Hydra's own report
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or not isinstance(exc, users):
+                return original(lambda err=exc: _reraise(err))  # a bug keeps its traceback
+            if isinstance(exc, MftrnnError):  # a sweep's failed job: run_or_exit has printed it already
+                sys.exit(exc.exit_code)
             if isinstance(exc, OSError) and not isinstance(exc, HydraException):  # e.g. the run dir
                 where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
                 msg = f"cannot create or write{where} ({exc.strerror or exc}); choose another run dir with hydra.run.dir=PATH"
@@ -139,13 +142,5 @@ def use_one_line_config_errors(command: str) -> None:
             print(f"mftrnn {command}: error: {msg}", file=sys.stderr)
             sys.exit(2)
 
-    def wrapped(func: Callable[[], Any]) -> Any:
-        try:
-            return run_and_report(func)
-        except SystemExit:
-            raise
-        except Exception as exc:  # noqa: BLE001 - not a user's error: Hydra's own report
-            return original(lambda: (_ for _ in ()).throw(exc))
-
-    wrapped.__wrapped__ = original  # type: ignore[attr-defined]
-    hydra_utils.run_and_report = wrapped
+    run_and_report.__wrapped__ = original  # type: ignore[attr-defined]
+    hydra_utils.run_and_report = run_and_report

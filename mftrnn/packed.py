@@ -44,38 +44,37 @@ class PackedRNN(nn.Module):
             if (m.cell, m.rnn.hidden_size, m.rnn.num_layers, m.rnn.input_size) != (
                     self.cell, self.hidden, self.layers, self.input_size):
                 raise ValueError("packed runs must share the cell, hidden size, depth and input size")
-        g, h, k = len(GATES[self.cell]), self.hidden, self.k
+        h, k = self.hidden, self.k
         dtype = first.rnn.weight_hh_l0.dtype
         self.rnn = type(first.rnn)(k * self.input_size, k * h, num_layers=self.layers, dtype=dtype)
         self.masks: dict[str, Tensor] = {}
         self.owner: dict[str, Tensor] = {}
         with torch.no_grad():
             for layer in range(self.layers):
-                n_in = self.input_size if layer == 0 else h
                 for name in NAMES:
                     full = f"{name}_l{layer}"
                     packed = getattr(self.rnn, full)
                     packed.zero_()
                     owner = torch.full(packed.shape, -1, dtype=torch.long)
                     for r, m in enumerate(models):
-                        src = getattr(m.rnn, full)  # (G H, n) or (G H,)
-                        for j in range(g):
-                            rows = slice(j * k * h + r * h, j * k * h + (r + 1) * h)
-                            block = src[j * h:(j + 1) * h]
-                            if name.startswith("weight"):
-                                width = n_in if name == "weight_ih" else h
-                                cols = slice(r * width, (r + 1) * width)
-                                packed[rows, cols] = block
-                                owner[rows, cols] = r
-                            else:
-                                packed[rows] = block
-                                owner[rows] = r
+                        src = getattr(m.rnn, full)  # (G H, n) or (G H,), gate j in rows j H ..
+                        for j, idx in enumerate(self._blocks(name, layer, r)):
+                            packed[idx] = src[j * h:(j + 1) * h]
+                            owner[idx] = r
                     self.owner[full] = owner
                     self.masks[full] = (owner >= 0).to(packed.dtype)
             self.head_weight = nn.Parameter(torch.stack([m.head.weight.detach().clone() for m in models]))
             self.head_bias = nn.Parameter(torch.stack([m.head.bias.detach().clone() for m in models]))
         for full, mask in self.masks.items():  # off-block gradients are zero: the runs never mix
             getattr(self.rnn, full).register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
+
+    def _blocks(self, name: str, layer: int, r: int) -> list[tuple[slice, ...]]:
+        """Run r's block of the packed parameter `name` of `layer`, one index per gate, in gate order:
+        (rows, cols) of a weight, (rows,) of a bias."""
+        g, h, k = len(GATES[self.cell]), self.hidden, self.k
+        width = (self.input_size if layer == 0 else h) if name == "weight_ih" else h
+        cols = (slice(r * width, (r + 1) * width),) if name.startswith("weight") else ()
+        return [(slice(j * k * h + r * h, j * k * h + (r + 1) * h),) + cols for j in range(g)]
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (T, B, K n_in), run k's sequences in columns k n_in .. -> logits (K, B, classes)."""
@@ -96,20 +95,11 @@ class PackedRNN(nn.Module):
     @torch.no_grad()
     def unpack(self, r: int) -> dict[str, Tensor]:
         """Run r's state_dict, with the keys and shapes of a standalone RNNClassifier."""
-        g, h, k = len(GATES[self.cell]), self.hidden, self.k
         state = {}
         for layer in range(self.layers):
-            n_in = self.input_size if layer == 0 else h
             for name in NAMES:
                 packed = getattr(self.rnn, f"{name}_l{layer}")
-                blocks = []
-                for j in range(g):
-                    rows = slice(j * k * h + r * h, j * k * h + (r + 1) * h)
-                    if name.startswith("weight"):
-                        width = n_in if name == "weight_ih" else h
-                        blocks.append(packed[rows, r * width:(r + 1) * width])
-                    else:
-                        blocks.append(packed[rows])
+                blocks = [packed[idx] for idx in self._blocks(name, layer, r)]
                 state[f"rnn.{name}_l{layer}"] = torch.cat(blocks).detach().clone()
         state["head.weight"] = self.head_weight[r].detach().clone()
         state["head.bias"] = self.head_bias[r].detach().clone()

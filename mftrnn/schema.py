@@ -273,11 +273,11 @@ def _check_gates(init: Any, cell: CellConfig) -> None:
     gates = getattr(init, "gates", None)
     if gates is None:
         return
-    names = ", ".join(f.name for f in dataclasses.fields(LstmGates if cell.kind is CellKind.lstm else GruGates))
+    want = LstmGates if cell.kind is CellKind.lstm else GruGates
+    names = ", ".join(f.name for f in dataclasses.fields(want))
     if not isinstance(init, MeanFieldInitConfig):
         raise ConfigError(f"init.gates: per-gate values need init=meanfield (init={init.scheme.value} has none); "
                           f"cell={cell.kind.value} has gates {names}")
-    want = LstmGates if cell.kind is CellKind.lstm else GruGates
     _require(isinstance(gates, want), "init.gates", type(gates).__name__,
              f"{want.__name__} for cell={cell.kind.value} (gates {names})")
 

@@ -175,7 +175,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     that ends with an error (not an interrupt) leaves failed.txt in its run dir, with the error."""
     try:
         summary = _train(cfg, run_dir)
-    except (Interrupted, StoppedAtOnce):
+    except Stopped:
         raise
     except MftrnnError as exc:
         try:
@@ -256,7 +256,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
             summary = _loop(conf, conf_dict, model, task, splits, opt, sampler, noise, tracker, run_dir,
                             step, elapsed, run_id, best_val, device, init_info, window, stop)
         exit_code = 0
-    except (Interrupted, StoppedAtOnce):
+    except Stopped:
         exit_code = 0  # stopped by the user: the W&B run is resumable, not failed
         raise
     finally:
@@ -409,11 +409,16 @@ def _save(conf_dict: dict, model: RNNClassifier, opt: torch.optim.Optimizer, sam
     }, run_dir / checkpoint.CKPT_NAME)
 
 
-class Interrupted(MftrnnError):
-    """SIGINT or SIGTERM stopped training after a step; a checkpoint at that step was written."""
+class Stopped(MftrnnError):
+    """The user or a scheduler stopped training: not a failure (no failed.txt, W&B run not failed), and
+    the whole sweep stops."""
 
     label = "stopped"
     stops_sweep = True
+
+
+class Interrupted(Stopped):
+    """SIGINT or SIGTERM stopped training after a step; a checkpoint at that step was written."""
 
     def __init__(self, signum: int, step: int, run_dir: Path) -> None:
         name = signal.Signals(signum).name
@@ -422,11 +427,9 @@ class Interrupted(MftrnnError):
                          f"run the same command again to resume")
 
 
-class StoppedAtOnce(MftrnnError):
+class StoppedAtOnce(Stopped):
     """A second Ctrl-C during the step that the first one was waiting for."""
 
-    label = "stopped"
-    stops_sweep = True
     exit_code = 130
 
 

@@ -186,11 +186,12 @@ def _family(spec: CriticalSpec, b_keep: float, cand_sigma: float) -> Hyper:
     return Hyper(spec.cell, gates, spec.orthogonal)
 
 
-def operating_point(hp: Hyper, R: float) -> dict:
-    """Gate means and slopes at the operating point (untied fixed point Q* at input R, eq. (T6)):
-    keep f (z), the coupled write i (1 - z), the open gate o (r), <tanh'> of the candidate's
-    pre-activation and (LSTM) of the cell state, and the tied spectral radius of eq. (T34)."""
-    fp = closed.fixed_point(hp, R)
+def operating_point(hp: Hyper, R: float, fp: Optional[closed.FixedPoint] = None) -> dict:
+    """Gate means and slopes at the operating point (untied fixed point Q* at input R, eq. (T6); `fp`
+    if the caller has it): keep f (z), the coupled write i (1 - z), the open gate o (r), <tanh'> of
+    the candidate's pre-activation and (LSTM) of the cell state, and the tied spectral radius of
+    eq. (T34)."""
+    fp = fp if fp is not None else closed.fixed_point(hp, R)
     q = float(np.asarray(fp.q_h).reshape(-1)[0])
     cell = hp.cell
     var = lambda k: float(np.asarray(hp.var(k, q, R)).reshape(-1)[0])  # noqa: E731
@@ -220,7 +221,6 @@ def solve(spec: CriticalSpec) -> CriticalSolution:
     """Solve the critical family for `spec` (docs/theory.md §10.2): the keep bias from eq. (T35)
     at the operating point's gate noise, then the candidate's recurrent scale from eq. (T34) (tied:
     radius 1; untied: m_1 = 1), by brentq; then the predictions of `predict`."""
-    cell = spec.cell
     f_target = keep_for_gain(spec.steps, spec.log10_gain)
     gate_var = spec.gate_nu ** 2 * spec.R_op  # Q* ~ 0 near the operating point: gate noise from the input
     logit = math.log(f_target / (1.0 - f_target))
@@ -250,7 +250,8 @@ def predict(hp: Hyper, spec: CriticalSpec) -> dict:
     (eq. (T34)); the linearized tied theory over the T steps (eq. (T36)): log10 of the rms gain and
     of the smallest singular value, the memory horizon after the informative part; the untied
     closed forms at the operating point: m_1, m_1^T, xi_C, Q*."""
-    op = operating_point(hp, spec.R_op)
+    fp = closed.fixed_point(hp, spec.R_op)
+    op = operating_point(hp, spec.R_op, fp)
     f, c, T = op["keep"], op["coupling"], spec.steps
     n_after = spec.steps - spec.content_steps
     tied = {"radius": op["radius"],
@@ -262,7 +263,6 @@ def predict(hp: Hyper, spec: CriticalSpec) -> dict:
             **_log_singular_spread(f, c, T),
             "horizon": tied_horizon(f, c, max(n_after, 1)) if op["radius"] <= 1 + 1e-9 else None,
             "horizon_steps_checked": n_after}
-    fp = closed.fixed_point(hp, spec.R_op)
     m1, lam = (float(np.asarray(v).reshape(-1)[0]) for v in closed.tangent(hp, fp, spec.R_op))
     untied = {"m1": m1, "log10_m1_power_T": T * math.log10(max(m1, 1e-300)), "lambda_c": lam,
               "xi_c": float(closed.xi(lam)), "Q_h": float(np.asarray(fp.q_h).reshape(-1)[0])}
