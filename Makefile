@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 export MFTRNN_DATA ?= $(abspath ../shared/data)
 
-.PHONY: help install test test-full smoke train bench theory-table tied-table sync-wandb clean
+.PHONY: help install test test-full smoke train bench theory-table tied-table sync-wandb clean reproduce reproduce-smoke report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,15 @@ test-full:  ## every test, the slow ones too
 smoke:  ## a tiny CPU training run through the installed command
 	$(BIN)/mftrnn train task=padded_mnist task.pad=10 model.hidden=16 train.steps=20 train.eval_every=10 \
 	    data.limit=512 device=cpu wandb.mode=disabled hydra.run.dir=outputs/smoke
+
+reproduce:  ## every experiment of the paper at scale=quick (one GPU, packed sweeps), figures to docs/figures
+	PATH=$(abspath $(BIN)):$$PATH REPRODUCE_FIGURES=$${REPRODUCE_FIGURES:-docs/figures} bash scripts/reproduce.sh quick
+
+reproduce-smoke:  ## the same at toy size on the CPU (a few minutes; CI runs it)
+	PATH=$(abspath $(BIN)):$$PATH bash scripts/reproduce.sh smoke
+
+report:  ## figures and tables of sweeps from their run dirs: make report ARGS="outputs/sweeps/NAME"
+	$(BIN)/mftrnn report $(ARGS)
 
 train:  ## padded MNIST with the default settings (override with ARGS="...")
 	$(BIN)/mftrnn train $(ARGS)

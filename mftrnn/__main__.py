@@ -14,6 +14,7 @@ commands:
   theory   the mean-field theory: fixed points, time scales, Jacobian spectra, grids (Hydra app)
   critical solve the critical initialization for a cell and a task (Hydra app), write critical.json
   diagnose measure an initialized (or trained) network's Jacobians and memory beside the theory
+  report   every figure and table of sweeps, rebuilt from their run dirs (`mftrnn report --help`)
   bench    steps/s of the runner against a bare cuDNN training loop (see `mftrnn bench --help`);
            `mftrnn bench theory`: the theory's speed on this machine (CPU)
 
@@ -25,6 +26,7 @@ examples:
   mftrnn theory cell=gru init.gates.z.mu=4 theory.simulate=true
   mftrnn critical cell=lstm task=padded_mnist task.pad=1000
   mftrnn diagnose cell=lstm init=critical task.pad=1000 device=cpu
+  mftrnn report outputs/sweeps/adhoc
 """
 
 
@@ -47,6 +49,11 @@ def main() -> None:
         from mftrnn.critical_app import main as run
     elif command == "diagnose":
         from mftrnn.diagnose_app import main as run
+    elif command == "report":
+        from mftrnn.report_app import main as report_main
+
+        report_main(sys.argv[1:])
+        return
     elif command == "bench" and sys.argv[1:2] == ["theory"]:
         from mftrnn.theory.bench import main as bench_theory
 

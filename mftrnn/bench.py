@@ -74,6 +74,72 @@ def runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int
     return window * len(windows) / total_time
 
 
+def packed_runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str, k: int,
+                  extra: list[str]) -> float:
+    """Steps/s of k `mftrnn train` runs (seeds 0 .. k-1) trained as one pack (mftrnn/packed_train.py, as
+    hydra/launcher=packed does), from run 0's metrics.jsonl, warm-up window dropped. Each step advances
+    all k runs: runs/hour scale with k x steps/s."""
+    from hydra import compose, initialize_config_module
+
+    from mftrnn.packed_train import Job, train_pack
+
+    base = [f"cell={cell}", "task=padded_mnist", f"task.pad={pad}", f"model.hidden={hidden}",
+            f"train.batch_size={batch}", f"train.steps={steps + window}", f"train.log_every={window}",
+            f"train.eval_every={10**9}", f"train.ckpt_every={10**9}", "train.progress=false",
+            "wandb.mode=disabled", f"device={device}", *extra]
+    with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
+        cfgs = [compose(config_name="train", overrides=base + [f"seed={s}"]) for s in range(k)]
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [Job(cfg, Path(tmp) / f"run{s}", Path(tmp) / f"run{s}.log") for s, cfg in enumerate(cfgs)]
+        for job in jobs:
+            job.run_dir.mkdir()
+        outcomes = train_pack(jobs)
+        failed = [o.message for o in outcomes if o.kind is not None]
+        if failed:
+            raise RuntimeError(f"packed bench run failed: {failed[0]}")
+        records = [json.loads(line) for line in (jobs[0].run_dir / "metrics.jsonl").read_text().splitlines()]
+    windows = [r for r in records if "steps_per_s" in r][1:]
+    total_time = sum(window / r["steps_per_s"] for r in windows)
+    return window * len(windows) / total_time
+
+
+def bench_packed(a) -> None:
+    """`mftrnn bench --packed 1,2,4,8`: runs/hour of packs of k runs against one run at a time (the runner
+    of the default mode, `mftrnn train` itself), measured side by side in each round."""
+    packs = [int(x) for x in a.packed.split(",")]
+    print(f"bench packed: {a.cell} H={a.hidden}, T={28 + a.pad}, B={a.batch}, packs {packs}, {a.steps} timed steps "
+          f"x {a.rounds} rounds on {a.device}", flush=True)
+    rounds = []
+    for r in range(a.rounds):  # interleaved, as the other mode: ratios from measurements side by side
+        # the baseline: one run at a time, as `mftrnn train` trains it (deterministic=true, its default)
+        alone = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
+        sps = {k: packed_runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, k, a.overrides)
+               for k in packs}
+        rounds.append({"alone": alone, **{str(k): v for k, v in sps.items()}})
+        print(f"round {r + 1}: alone {alone:.2f} steps/s; " + ", ".join(
+            f"K={k} {v:.2f} steps/s (x{k * v / alone:.2f} runs/h)" for k, v in sps.items()), flush=True)
+    med = {k: statistics.median(x[str(k)] for x in rounds) for k in packs}
+    med_alone = statistics.median(x["alone"] for x in rounds)
+    gain = {k: statistics.median(k * x[str(k)] / x["alone"] for x in rounds) for k in packs}
+    best = max(packs, key=lambda k: gain[k])
+    dev = torch.device(a.device)
+    result = {"mode": "packed", "cell": a.cell, "hidden": a.hidden, "seq_len": 28 + a.pad, "batch": a.batch,
+              "steps": a.steps, "packs": packs, "rounds": rounds, "alone_steps_per_s": med_alone,
+              "median_steps_per_s": {str(k): v for k, v in med.items()},
+              "runs_per_hour_ratio": {str(k): v for k, v in gain.items()}, "best_pack": best,
+              "runs_per_hour": {"alone": 3600 * med_alone / 20000,  # at train.steps=20,000
+                                **{str(k): 3600 * k * med[k] / 20000 for k in packs}},
+              "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+              "torch": torch.__version__, "command": "mftrnn bench " + " ".join(sys.argv[1:])}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'pack size K':<12} {'steps/s':>9} {'runs/h vs alone':>16}")
+    print(f"{'alone':<12} {med_alone:9.2f} {1:16.2f}")
+    for k in packs:
+        print(f"{k:<12} {med[k]:9.2f} {gain[k]:16.2f}")
+    print(f"best pack size: {best}; device: {result['device']}; written to {a.out}")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -90,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--device", default=None, help="cuda (default) or cpu; without a GPU, name cpu explicitly")
+    p.add_argument("--packed", default=None, metavar="K,K,...",
+                   help="measure packed training (hydra/launcher=packed) instead: runs/hour of packs of these sizes "
+                        "against one run at a time, e.g. --packed 1,2,4,8")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
     p.add_argument("overrides", nargs="*", help="extra `mftrnn train` overrides for the runner (e.g. data.root=...)")
     a = p.parse_args(argv)
@@ -104,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--steps, --warmup and --rounds must be >= 1, --pad >= 0")
     if a.steps % a.warmup:
         a.steps += a.warmup - a.steps % a.warmup  # whole runner windows
+    if a.packed:
+        bench_packed(a)
+        return
     dev = torch.device(a.device)
     seq_len = 28 + a.pad
     shape = dict(seq_len=seq_len, batch=a.batch, input_size=28, hidden=a.hidden, device=dev)

@@ -4,21 +4,25 @@ K runs of the same cell, hidden size H, input size n_in and depth become one mod
 in every gate block (PyTorch stacks the gates, mftrnn/cells.py), run k owns units k·H .. (k+1)·H − 1,
 its recurrent weights are the diagonal block (k, k) of each weight_hh, its input weights the block
 (k, k) of weight_ih against the packed input (T, B, K·n_in), run k's batch in columns k·n_in ..
-The off-block entries start at zero and their gradients are masked to zero, so with Adam (whose
-update is zero for a zero gradient and zero moments) they stay zero: the K runs never mix, and each
-run's forward and backward are exactly its own. The readouts are K linear maps applied by one einsum.
+The off-block entries start at zero and their gradients are set to zero, so with Adam (whose update
+is zero for a zero gradient and zero moments) they stay zero: the K runs never mix, and each run's
+forward and backward are exactly its own. The readouts are K linear maps applied by one einsum.
 
-Per-run optimizer settings that packing must keep: the learning rate (an element-wise rate map in
-`PackedAdam`, otherwise torch.optim.Adam's update) and the global gradient-norm clip (each run's
-norm over its own blocks, `clip_per_run`). `unpack` returns run k's state_dict with the keys of a
-standalone RNNClassifier, for its run dir (init.pt, checkpoints).
+Every packed parameter has a *run axis*: viewed as (pre, K, post) (`run_view`), index k of the middle
+axis holds the rows of run k (a weight's rows j·K·H + k·H .. of gate j; the head's k-th map). Per-run
+operations (norms, clipping, learning rates, freezing a diverged run) are broadcasts over that axis,
+with no per-entry index maps.
 
-This is the packing mechanism (a) of the packed-sweep work; which mechanism the launcher uses is to be
-decided by measurement on the GPU (docs/performance.md).
+Per-run optimizer settings that packing keeps: the learning rate (`PackedAdam`, otherwise
+torch.optim.Adam's update) and the global gradient-norm clip (each run's norm over its own blocks,
+`clip_per_run`). `unpack` / `load_run` move run k's parameters (and, `split` / `merge`, any tensors
+shaped like them, such as Adam's moments) to and from a standalone RNNClassifier's keys, so a packed
+run's checkpoint is a standalone run's checkpoint.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -31,8 +35,7 @@ NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 class PackedRNN(nn.Module):
     """K RNNClassifier models as one: `rnn` of hidden K·H, `head_weight` (K, classes, H), `head_bias`
-    (K, classes). `masks[name]` is 1 on the entries that belong to some run, 0 off the blocks;
-    `owner[name]` the run index of every entry (-1 off the blocks)."""
+    (K, classes). Buffers `mask_<name>` (bool) are True on the entries that belong to some run."""
 
     def __init__(self, models: list[RNNClassifier]) -> None:
         super().__init__()
@@ -47,35 +50,79 @@ class PackedRNN(nn.Module):
         h, k = self.hidden, self.k
         dtype = first.rnn.weight_hh_l0.dtype
         self.rnn = type(first.rnn)(k * self.input_size, k * h, num_layers=self.layers, dtype=dtype)
-        self.masks: dict[str, Tensor] = {}
-        self.owner: dict[str, Tensor] = {}
+        self.rnn_names = [f"{name}_l{layer}" for layer in range(self.layers) for name in NAMES]
         with torch.no_grad():
-            for layer in range(self.layers):
-                for name in NAMES:
-                    full = f"{name}_l{layer}"
-                    packed = getattr(self.rnn, full)
-                    packed.zero_()
-                    owner = torch.full(packed.shape, -1, dtype=torch.long)
-                    for r, m in enumerate(models):
-                        src = getattr(m.rnn, full)  # (G H, n) or (G H,), gate j in rows j H ..
-                        for j, idx in enumerate(self._blocks(name, layer, r)):
-                            packed[idx] = src[j * h:(j + 1) * h]
-                            owner[idx] = r
-                    self.owner[full] = owner
-                    self.masks[full] = (owner >= 0).to(packed.dtype)
-            self.head_weight = nn.Parameter(torch.stack([m.head.weight.detach().clone() for m in models]))
-            self.head_bias = nn.Parameter(torch.stack([m.head.bias.detach().clone() for m in models]))
-        for full, mask in self.masks.items():  # off-block gradients are zero: the runs never mix
-            getattr(self.rnn, full).register_hook(lambda grad, mask=mask: grad * mask.to(grad.device))
+            for full in self.rnn_names:
+                packed = getattr(self.rnn, full)
+                packed.zero_()
+                mask = torch.zeros(packed.shape, dtype=torch.bool)
+                for r in range(k):
+                    for idx in self._blocks(full, r):
+                        mask[idx] = True
+                self.register_buffer(f"mask_{full}", mask, persistent=False)
+            self.head_weight = nn.Parameter(torch.zeros(k, *first.head.weight.shape, dtype=dtype))
+            self.head_bias = nn.Parameter(torch.zeros(k, *first.head.bias.shape, dtype=dtype))
+        for r, m in enumerate(models):
+            self.load_run(r, m.state_dict())
+        for full in self.rnn_names:  # off-block gradients are zero (where, not *: 0 * NaN is NaN)
+            getattr(self.rnn, full).register_hook(
+                lambda grad, full=full: torch.where(getattr(self, f"mask_{full}"), grad, 0.0))
 
-    def _blocks(self, name: str, layer: int, r: int) -> list[tuple[slice, ...]]:
-        """Run r's block of the packed parameter `name` of `layer`, one index per gate, in gate order:
-        (rows, cols) of a weight, (rows,) of a bias."""
+    # ----------------------------------------------------------------- layout
+    def _blocks(self, full: str, r: int) -> list[tuple[slice, ...]]:
+        """Run r's block of the packed rnn parameter `full` (e.g. weight_hh_l0), one index per gate in
+        gate order: (rows, cols) of a weight, (rows,) of a bias."""
+        name, layer = full.rsplit("_l", 1)
         g, h, k = len(GATES[self.cell]), self.hidden, self.k
-        width = (self.input_size if layer == 0 else h) if name == "weight_ih" else h
+        width = (self.input_size if layer == "0" else h) if name == "weight_ih" else h
         cols = (slice(r * width, (r + 1) * width),) if name.startswith("weight") else ()
         return [(slice(j * k * h + r * h, j * k * h + (r + 1) * h),) + cols for j in range(g)]
 
+    def packed_params(self) -> dict[str, nn.Parameter]:
+        """Packed parameters by the standalone key they hold (rnn.weight_hh_l0, ..., head.weight)."""
+        out = {f"rnn.{full}": getattr(self.rnn, full) for full in self.rnn_names}
+        out["head.weight"], out["head.bias"] = self.head_weight, self.head_bias
+        return out
+
+    def run_view(self, key: str, t: Tensor) -> Tensor:
+        """`t` (shaped like the packed parameter `key`) as (pre, K, post): index k of axis 1 holds run k's
+        rows (and, for the rnn, the off-block entries of those rows, which are zero)."""
+        if key.startswith("head."):
+            return t.view(1, self.k, -1)
+        return t.view(len(GATES[self.cell]), self.k, -1)
+
+    def split(self, tensors: dict[str, Tensor], r: int) -> dict[str, Tensor]:
+        """Run r's part of tensors shaped like the packed parameters (keyed as `packed_params`), as a
+        standalone RNNClassifier's tensors (cloned)."""
+        out = {}
+        for key, t in tensors.items():
+            if key.startswith("head."):
+                out[key] = t[r].detach().clone()
+            else:
+                out[key] = torch.cat([t[idx] for idx in self._blocks(key[4:], r)]).detach().clone()
+        return out
+
+    @torch.no_grad()
+    def merge(self, tensors: dict[str, Tensor], r: int, run: dict[str, Tensor]) -> None:
+        """Write a standalone run's tensors `run` into run r's blocks of `tensors` (in place)."""
+        h = self.hidden
+        for key, t in tensors.items():
+            src = run[key].to(device=t.device, dtype=t.dtype)
+            if key.startswith("head."):
+                t[r] = src
+            else:
+                for j, idx in enumerate(self._blocks(key[4:], r)):
+                    t[idx] = src[j * h:(j + 1) * h]
+
+    def unpack(self, r: int) -> dict[str, Tensor]:
+        """Run r's state_dict, with the keys and shapes of a standalone RNNClassifier."""
+        return self.split(dict(self.packed_params()), r)
+
+    def load_run(self, r: int, state: dict[str, Tensor]) -> None:
+        """Load a standalone RNNClassifier's state_dict into run r's blocks."""
+        self.merge(dict(self.packed_params()), r, state)
+
+    # ----------------------------------------------------------------- compute
     def forward(self, x: Tensor) -> Tensor:
         """x: (T, B, K n_in), run k's sequences in columns k n_in .. -> logits (K, B, classes)."""
         state = None
@@ -84,27 +131,6 @@ class PackedRNN(nn.Module):
         last = out[-1].view(out.shape[1], self.k, self.hidden)  # (B, K, H)
         return torch.einsum("bkh,kch->kbc", last, self.head_weight) + self.head_bias[:, None, :]
 
-    def owners(self) -> list[tuple[nn.Parameter, Tensor]]:
-        """(parameter, owner map) for every parameter: the run each entry belongs to (-1: nobody)."""
-        out = [(getattr(self.rnn, name), owner) for name, owner in self.owner.items()]
-        k = torch.arange(self.k)
-        out.append((self.head_weight, k[:, None, None].expand(self.head_weight.shape)))
-        out.append((self.head_bias, k[:, None].expand(self.head_bias.shape)))
-        return out
-
-    @torch.no_grad()
-    def unpack(self, r: int) -> dict[str, Tensor]:
-        """Run r's state_dict, with the keys and shapes of a standalone RNNClassifier."""
-        state = {}
-        for layer in range(self.layers):
-            for name in NAMES:
-                packed = getattr(self.rnn, f"{name}_l{layer}")
-                blocks = [packed[idx] for idx in self._blocks(name, layer, r)]
-                state[f"rnn.{name}_l{layer}"] = torch.cat(blocks).detach().clone()
-        state["head.weight"] = self.head_weight[r].detach().clone()
-        state["head.bias"] = self.head_bias[r].detach().clone()
-        return state
-
 
 def pack_inputs(xs: list[Tensor]) -> Tensor:
     """K runs' batches (T, B, n_in) each -> (T, B, K n_in)."""
@@ -112,58 +138,103 @@ def pack_inputs(xs: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def clip_per_run(model: PackedRNN, max_norms: list[float]) -> Tensor:
-    """Clip each run's gradient to its own global norm (torch.nn.utils.clip_grad_norm_ per run, over the
-    entries it owns); returns the K norms before clipping."""
-    k = model.k
-    sq = None
-    pairs = [(p, o.to(p.device)) for p, o in model.owners() if p.grad is not None]
-    for p, owner in pairs:
-        part = torch.zeros(k + 1, dtype=torch.float64, device=p.device)
-        part.index_add_(0, (owner + 1).reshape(-1), p.grad.reshape(-1).double() ** 2)
-        sq = part if sq is None else sq + part
-    norms = sq[1:].sqrt()  # (K,)
-    limits = torch.tensor(max_norms, dtype=torch.float64, device=norms.device)
-    # torch's rule: scale by max_norm / (norm + 1e-6), only when below 1
+def clip_per_run(model: PackedRNN, max_norms: list[float] | Tensor, ok: Optional[Tensor] = None) -> Tensor:
+    """Clip each run's gradient to its own global norm (torch.nn.utils.clip_grad_norm_'s rule, per run,
+    over the entries it owns); returns the K norms before clipping (float64). `ok` (K,) bool: runs whose
+    gradient is set to zero instead (a diverged run, frozen); a run with a non-finite norm is zeroed too,
+    so that nothing non-finite ever reaches the shared parameters."""
+    params = {key: p for key, p in model.packed_params().items() if p.grad is not None}
+    device = next(iter(params.values())).device
+    sq = torch.zeros(model.k, dtype=torch.float64, device=device)
+    for key, p in params.items():
+        sq += model.run_view(key, p.grad).double().pow(2).sum(dim=(0, 2))
+    norms = sq.sqrt()  # (K,)
+    limits = torch.as_tensor(max_norms, dtype=torch.float64, device=device)
+    keep = torch.isfinite(norms) if ok is None else ok & torch.isfinite(norms)
+    # torch's rule: scale by max_norm / (norm + 1e-6), clamped to at most 1
     factor = torch.clamp(limits / (norms + 1e-6), max=1.0)
-    for p, owner in pairs:
-        scale = torch.cat([torch.zeros(1, dtype=torch.float64, device=p.device), factor])[owner + 1]
-        p.grad.mul_(scale.to(p.grad.dtype))
+    for key, p in params.items():
+        g = model.run_view(key, p.grad)
+        g.copy_(torch.where(keep.view(1, -1, 1), g * factor.to(g.dtype).view(1, -1, 1), 0.0))
     return norms
 
 
+# A run whose weights exceed this is treated as diverged (`guard_params`): below it every activation and
+# logit of a cell whose gates and states are bounded stays finite in float32, above it a sum can overflow,
+# and inf - inf in one run's state would reach the others through the zero off-block weights (0 * NaN).
+PARAM_BOUND = 1e15
+
+
+@torch.no_grad()
+def guard_params(model: PackedRNN, bound: float = PARAM_BOUND) -> Tensor:
+    """(K,) bool: runs with a parameter beyond `bound` (or non-finite); their parameters are set to zero,
+    so they stay harmless to the rest of the pack (a diverged run's weights are not used again)."""
+    params = model.packed_params()
+    device = next(iter(params.values())).device
+    big = torch.zeros(model.k, dtype=torch.bool, device=device)
+    for key, p in params.items():
+        v = model.run_view(key, p)
+        big |= ~(v.abs().amax(dim=(0, 2)) <= bound)  # NaN compares False: caught too
+    for key, p in params.items():
+        v = model.run_view(key, p)
+        v.copy_(torch.where(big.view(1, -1, 1), 0.0, v))
+    return big
+
+
 class PackedAdam(torch.optim.Optimizer):
-    """torch.optim.Adam (no amsgrad) with a learning rate per run: the step of every entry uses the rate
-    of the run that owns it. Betas, eps and weight decay are shared by the pack."""
+    """torch.optim.Adam (no amsgrad) with a learning rate per run (`lrs`, settable). Betas, eps and weight
+    decay are shared by the pack, and so is the step count (every run of a pack starts at the same step).
+    `frozen`: (K,) bool on the parameters' device, or None; a frozen run's parameters do not move."""
 
     def __init__(self, model: PackedRNN, lrs: list[float], betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
-        pairs = model.owners()
-        super().__init__([p for p, _ in pairs], dict(betas=betas, eps=eps, weight_decay=weight_decay))
-        rate = torch.cat([torch.zeros(1, dtype=torch.float64), torch.tensor(lrs, dtype=torch.float64)])
-        self.rates = {p: rate[o + 1] for p, o in pairs}  # per-entry learning rate (0 off the blocks)
+        self.model = model
+        self.keys = dict(model.packed_params())
+        super().__init__(list(self.keys.values()), dict(betas=betas, eps=eps, weight_decay=weight_decay))
+        self.names = {id(p): key for key, p in self.keys.items()}
+        self.lrs = torch.tensor(lrs, dtype=torch.float64)
+        self._lrs_on: dict = {}  # the rates on the parameters' device (one copy, not one per step)
+        self.frozen: Optional[Tensor] = None
+        self.step_count = 0
+
+    def moments(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(exp_avg, exp_avg_sq) by packed key, created (zero) where missing."""
+        m, v = {}, {}
+        for key, p in self.keys.items():
+            st = self.state[p]
+            if not st:
+                st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+            m[key], v[key] = st["exp_avg"], st["exp_avg_sq"]
+        return m, v
 
     @torch.no_grad()
     def step(self, closure=None):
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if group["weight_decay"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.zeros_like(p)
-                st["step"] += 1
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-                m.lerp_(grad, 1 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                bc1, bc2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
-                denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
-                rate = self.rates[p].to(device=p.device, dtype=p.dtype)
-                p.addcdiv_(m * (rate / bc1), denom, value=-1.0)
+        self.step_count += 1
+        group = self.param_groups[0]
+        b1, b2 = group["betas"]
+        bc1, bc2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
+        m_all, v_all = self.moments()
+        first = next(iter(self.keys.values()))
+        where = (first.device, first.dtype)
+        if where not in self._lrs_on:
+            self._lrs_on = {where: self.lrs.to(device=first.device, dtype=first.dtype)}
+        size = self._lrs_on[where] / bc1
+        if self.frozen is not None:
+            size = torch.where(self.frozen, 0.0, size)
+        size = size.view(1, -1, 1)  # (1, K, 1)
+        for key, p in self.keys.items():
+            if p.grad is None:
+                continue
+            grad = p.grad
+            if group["weight_decay"]:
+                grad = grad.add(p, alpha=group["weight_decay"])
+            m, v = m_all[key], v_all[key]
+            m.lerp_(grad, 1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
+            self.model.run_view(key, p).sub_(self.model.run_view(key, m / denom) * size)
         return None
+
+    def set_lr(self, r: int, lr: float) -> None:
+        self.lrs[r] = lr
+        self._lrs_on = {}

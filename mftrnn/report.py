@@ -1,7 +1,14 @@
-"""Reporting: read run dirs (metrics.jsonl, summary.json) and draw learning curves."""
+"""Reporting: read run dirs (metrics.jsonl, summary.json) and draw the figures and tables of
+`mftrnn report` (learning curves, accuracy against sequence length, trainability heat maps with the
+theory's contours, the generalization table). W&B is not needed: everything comes from the run dirs.
+
+Runs are labelled by what tells them apart: the config keys whose values differ between the runs
+(seeds aside); the runs that differ only in their seed are one group, drawn as a mean with a band.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 from pathlib import Path
@@ -15,6 +22,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 CELL_COLORS = {"lstm": "tab:blue", "gru": "tab:orange"}
 INIT_STYLES = {"critical": "-", "chrono": "-.", "meanfield": "--", "standard": ":", "pytorch": ":"}
+# one colour per init in every figure of a report, and one line style per cell
+INIT_COLORS = {"critical": "tab:red", "chrono": "tab:green", "standard": "tab:blue", "pytorch": "tab:gray",
+               "meanfield": "tab:purple"}
+CELL_STYLES = {"lstm": "-", "gru": "--"}
+
+
+def _style(i: int, run: "Run", keys: list[str]) -> dict:
+    """Line colour and style of a group: by init and cell where those tell the groups apart, else by
+    the group's index."""
+    init, cell = run.config.get("init.scheme"), run.config.get("cell.kind")
+    others = [k for k in keys if k not in ("init.scheme", "cell.kind")]
+    if "init.scheme" in keys and not others:
+        return {"color": INIT_COLORS.get(init), "ls": CELL_STYLES.get(cell, "-")}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {"color": colors[i % len(colors)], "ls": CELL_STYLES.get(cell, "-") if "cell.kind" in keys else "-"}
 
 
 def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -31,6 +53,190 @@ def find_runs(roots: Iterable[Path]) -> list[Path]:
     for root in roots:
         found |= {p.parent for p in Path(root).rglob("metrics.jsonl")}
     return sorted(found)
+
+
+# Config keys that never tell runs apart in a label: the seed (runs differing only in it are one group)
+# and the keys that change nothing a run computes (mftrnn.train.VOLATILE_KEYS; repeated here so that the
+# report does not import the trainer).
+UNLABELLED = ("seed", "train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every", "train.eval_test",
+              "train.eval_batch_size", "train.log_every", "device", "data.root", "data.download", "wandb",
+              "experiment_name", "scale")
+SHORT = {"cell.kind": "cell", "init.scheme": "init", "task.name": "task", "optim.name": "optim"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list) else v
+    return out
+
+
+@dataclass
+class Run:
+    """One run dir: its summary (empty when unfinished), metrics records and flattened config."""
+
+    dir: Path
+    summary: dict
+    records: list[dict]
+    config: dict = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+
+def load_runs(roots: Iterable[Path]) -> list[Run]:
+    """Every run dir under `roots` (metrics.jsonl), with the config of its summary.json or, for an
+    unfinished run, of its .hydra/config.yaml."""
+    runs = []
+    for d in find_runs(roots):
+        summary, records = read_run(d)
+        config = summary.get("config")
+        if config is None and (d / ".hydra" / "config.yaml").exists():
+            from omegaconf import OmegaConf
+
+            config = OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "config.yaml"), resolve=False)
+        runs.append(Run(d, summary, records, _flat(config or {})))
+    return runs
+
+
+# A config group's choice: the keys below a group (init.gates..., task.pad) differ between two choices
+# only because the choices have different fields; such keys label runs only within one choice.
+CHOICE = {"init": "init.scheme", "task": "task.name", "optim": "optim.name", "cell": "cell.kind"}
+
+
+def differing(runs: list[Run]) -> list[str]:
+    """The config keys whose values differ between the runs, seeds and volatile keys aside, in a fixed
+    order (task, cell, init first). A key of a config group counts where it differs between runs of
+    the same choice of that group (init.gates.f.mu between meanfield runs, not between meanfield and
+    chrono, which has no such key)."""
+    keys = set().union(*(r.config for r in runs)) if runs else set()
+
+    def varies(k: str) -> bool:
+        choice = CHOICE.get(k.split(".")[0])
+        if choice is None or choice == k:
+            parts = [runs]
+        else:
+            by: dict = {}
+            for r in runs:
+                by.setdefault(str(r.config.get(choice)), []).append(r)
+            parts = list(by.values())
+        return any(len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in part}) > 1 for part in parts)
+
+    out = [k for k in keys if not any(k == u or k.startswith(u + ".") for u in UNLABELLED) and varies(k)]
+    first = ["task.name", "cell.kind", "init.scheme"]
+    return [k for k in first if k in out] + sorted(k for k in out if k not in first)
+
+
+def label(run: Run, keys: list[str]) -> str:
+    """`cell=gru, init=chrono`: the run's values of `keys` (what tells it from the others)."""
+    if not keys:
+        return f"{run.config.get('cell.kind', '?')}, {run.config.get('init.scheme', '?')}"
+    return ", ".join(f"{SHORT.get(k, k)}={run.config.get(k)}" for k in keys)
+
+
+def groups(runs: list[Run], keys: Optional[list[str]] = None) -> dict[str, list[Run]]:
+    """Runs by label (runs differing only in their seed share one), in a stable order."""
+    keys = differing(runs) if keys is None else keys
+    out: dict[str, list[Run]] = {}
+    for r in sorted(runs, key=lambda r: (label(r, keys), r.seed)):
+        out.setdefault(label(r, keys), []).append(r)
+    return out
+
+
+def _curve(runs: list[Run], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, low, high) over the runs (seeds) at the steps every run logged `metric`."""
+    per = [{int(r["step"]): r[metric] for r in run.records if r.get(metric) is not None} for run in runs]
+    steps = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    vals = np.array([[p[s] for s in steps] for p in per], float).reshape(len(per), len(steps))
+    return np.array(steps), vals.mean(0), vals.min(0), vals.max(0)
+
+
+def plot_learning(runs: list[Run], out: Path, metrics: tuple[str, ...] = ("val/acc",), title: str = "",
+                  chance: Optional[float] = 0.1) -> Path:
+    """One panel per metric: a line per group (mean over seeds) with a band (min .. max over seeds);
+    legends name what differs between the groups and how many seeds each has."""
+    keys = differing(runs)
+    grouped = groups(runs, keys)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.4 * len(metrics), 4.4), dpi=120, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, (name, members) in enumerate(grouped.items()):
+            steps, mean, lo, hi = _curve(members, metric)
+            if not len(steps):
+                continue
+            style = _style(i, members[0], keys)
+            seeds = f" ({len(members)} seeds)" if len(members) > 1 else ""
+            ax.plot(steps, mean, marker="o", ms=2.5, label=name + seeds, **style)
+            if len(members) > 1:
+                ax.fill_between(steps, lo, hi, color=style["color"], alpha=0.15, lw=0)
+        if chance is not None and metric.endswith("acc"):
+            ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel(metric.replace("/", " ").replace("acc", "accuracy (fraction)"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "learning curves", fontsize=10)
+    return _save_fig(fig, out)
+
+
+def plot_accuracy_vs_length(runs: list[Run], out: Path, metric: str = "test_acc", title: str = "") -> Path:
+    """Trainability against sequence length: `metric` of each group's final model against T (the
+    task's total length), mean over seeds with min .. max bars; a line per group of the other keys."""
+    keys = [k for k in differing(runs) if not k.startswith("task.pad")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for i, (name, members) in enumerate(groups(runs, keys).items()):
+        by_t: dict[int, list[float]] = {}
+        for r in members:
+            if r.summary.get(metric) is not None or r.summary.get("diverged"):
+                by_t.setdefault(int(r.summary["seq_len"]), []).append(r.summary.get(metric) or 0.1)
+        if not by_t:
+            continue
+        ts = sorted(by_t)
+        mean = np.array([np.mean(by_t[t]) for t in ts])
+        err = np.array([[mean[j] - min(by_t[t]), max(by_t[t]) - mean[j]] for j, t in enumerate(ts)]).T
+        style = _style(i, members[0], keys)
+        ax.plot(ts, mean, marker="o", ms=4, label=name, **style)
+        ax.errorbar(ts, mean, yerr=err, fmt="none", ecolor=style["color"], capsize=3)
+    ax.axhline(0.1, color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("sequence length T (steps)")
+    ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy (fraction)"))
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "trainability against sequence length", fontsize=10)
+    return _save_fig(fig, out)
+
+
+def generalization_table(runs: list[Run]) -> str:
+    """Markdown: for every group (task x cell x init x what else differs), final test accuracy as mean
+    ± std over seeds, train accuracy and the gap, and how many seeds and diverged runs."""
+    rows = ["| runs | seeds | test acc (mean ± std) | train acc | train − test | diverged |",
+            "| --- | ---: | --- | --- | ---: | ---: |"]
+    for name, members in groups(runs).items():
+        done = [r for r in members if r.summary.get("test_acc") is not None]
+        div = sum(bool(r.summary.get("diverged")) for r in members)
+        if not done:
+            rows.append(f"| {name} | {len(members)} | - | - | - | {div} |")
+            continue
+        te = np.array([r.summary["test_acc"] for r in done])
+        tr = np.array([r.summary["train_acc"] for r in done])
+        std = f" ± {100 * te.std(ddof=1):.1f}" if len(te) > 1 else ""
+        rows.append(f"| {name} | {len(members)} | {100 * te.mean():.1f} %{std} | {100 * tr.mean():.1f} % | "
+                    f"{100 * (tr.mean() - te.mean()):.1f} | {div} |")
+    return "\n".join(rows)
+
+
+def _save_fig(fig, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def plot_curves(run_dirs: list[Path], out: Path, metric: str = "val/acc", title: Optional[str] = None,
@@ -168,3 +374,112 @@ class SweepTable(Callback):
         table = sweep_table(sweep_dir)
         (sweep_dir / "sweep.md").write_text(table + "\n")
         print(f"sweep {sweep_dir}:\n{table}", flush=True)
+
+
+# ----------------------------------------------------------------------------- trainability heat maps
+def run_config(run: Run):
+    """The run's config as objects (mftrnn.schema), composed again from its .hydra/overrides.yaml, as
+    the command line composed it."""
+    from hydra import compose, initialize_config_module
+
+    import mftrnn.train  # noqa: F401  registers the schemas and resolvers the composition needs
+    from mftrnn.schema import to_objects
+
+    text = (run.dir / ".hydra" / "overrides.yaml").read_text()
+    overrides = [ln[2:].strip() for ln in text.splitlines() if ln.startswith("- ")]
+    with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
+        return to_objects(compose(config_name="train", overrides=overrides))
+
+
+def fit_c(trainable: np.ndarray, xi_c: np.ndarray, T: int) -> tuple[float, float]:
+    """The c of the untied criterion 'trainable where c * xi_C >= T' that puts the most runs on their
+    correct side; (c, fraction correct). Candidates: just below and above every point's T / xi_C, and
+    beyond both ends; ties go to the smallest c. (nan, nan) without runs."""
+    trainable, xi_c = np.asarray(trainable, bool).ravel(), np.asarray(xi_c, float).ravel()
+    if not trainable.size:
+        return float("nan"), float("nan")
+    finite = xi_c[np.isfinite(xi_c) & (xi_c > 0)]
+    edges = T / finite if finite.size else np.array([1.0])
+    cands = np.unique(np.concatenate([edges * 0.999, edges * 1.001, [edges.min() / 10, edges.max() * 10]]))
+    best = (float("nan"), -1.0)
+    for c in cands:
+        frac = float(np.mean((c * xi_c >= T) == trainable))
+        if frac > best[1]:
+            best = (float(c), frac)
+    return best
+
+
+def trainability_map(runs: list[Run], x_key: str, y_key: str, out: Path, threshold: float = 0.5,
+                     metric: str = "test_acc", tied: bool = True, population: int = 500, title: str = "") -> dict:
+    """The paper's trainability heat map: `metric` (mean over seeds) over the 2-D slice (x_key, y_key) of
+    init=meanfield hyperparameters, with the theories' contours: the untied T = c * xi_C with the fitted c
+    (fit_c), and the tied theory's memory horizon = T (docs/theory.md §7, from two test examples of the
+    task, `population` units per point). Returns the grid, c, and the fraction of runs on the correct
+    side of each contour (trainable: metric >= threshold)."""
+    from mftrnn.theory import inputs as theory_inputs
+    from mftrnn.theory.grid import compute_grid, horizon_grid
+    from mftrnn.theory.hyper import for_config
+
+    xs = sorted({float(r.config[x_key]) for r in runs})
+    ys = sorted({float(r.config[y_key]) for r in runs})
+    acc = np.full((len(ys), len(xs)), np.nan)
+    cells: dict = {}
+    for r in runs:
+        value = r.summary.get(metric)
+        if value is None and r.summary.get("diverged"):
+            value = 0.1  # a diverged run did not train: chance
+        if value is not None:
+            cells.setdefault((ys.index(float(r.config[y_key])), xs.index(float(r.config[x_key]))), []).append(value)
+    for (i, j), v in cells.items():
+        acc[i, j] = np.mean(v)
+    conf = run_config(runs[0])
+    hp = for_config(conf)
+    T = int(runs[0].summary.get("seq_len") or runs[0].config.get("task.pad", 0) + 28)
+    inp = theory_inputs.task_examples(conf.task, conf.data, [0, 1])
+    grid = compute_grid(hp, inp.R, (x_key, np.array(xs)), (y_key, np.array(ys)))
+    trainable = acc >= threshold
+    known = np.isfinite(acc)
+    c, frac_untied = fit_c(trainable[known], grid["xi_C"][known], T)
+    res = {"x_key": x_key, "y_key": y_key, "x": xs, "y": ys, "accuracy": acc.tolist(), "T": T,
+           "threshold": threshold, "metric": metric, "c": c, "fraction_correct_untied": frac_untied,
+           "runs": int(known.sum())}
+    horizon = None
+    if tied:
+        hz = horizon_grid(hp, inp.R, (x_key, np.array(xs)), (y_key, np.array(ys)), inp.features(), inp.split, 1e-2,
+                          with_tied=True, population=population, seed=conf.seed)
+        horizon = hz["horizon_tied"]  # NaN: longer than the sequence after the split
+        predicted = np.isnan(horizon) | (horizon >= T - inp.split)
+        res["fraction_correct_tied"] = float(np.mean(predicted[known] == trainable[known]))
+        res["population"] = population
+    _plot_map(acc, grid["xi_C"], horizon, xs, ys, res, out, title, T - inp.split)
+    return res
+
+
+def _plot_map(acc, xi_c, horizon, xs, ys, res: dict, out: Path, title: str, after_split: int) -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    mesh = ax.pcolormesh(xs, ys, acc, shading="nearest", cmap="viridis", vmin=0.1, vmax=1.0)
+    fig.colorbar(mesh, ax=ax, label=f"{res['metric'].replace('_', ' ')} (mean over seeds)")
+    handles = []
+    T, c = res["T"], res["c"]
+    if len(xs) > 1 and len(ys) > 1:
+        if np.isfinite(c):
+            z = np.log10(np.clip(np.where(np.isfinite(xi_c), xi_c, 1e12), 1e-6, None))
+            level = np.log10(T / c)
+            if z.min() < level < z.max():
+                ax.contour(xs, ys, z, levels=[level], colors="tab:red", linestyles="--")
+            handles.append(plt.Line2D([], [], color="tab:red", ls="--", label=f"untied: {c:.3g} xi_C = T "
+                                      f"({100 * res['fraction_correct_untied']:.0f} % of grid points on the correct side)"))
+        if horizon is not None:
+            zh = np.where(np.isnan(horizon), 10.0 * after_split, horizon)
+            if zh.min() < after_split - 0.5 < zh.max():
+                ax.contour(xs, ys, zh, levels=[after_split - 0.5], colors="white", linestyles="-")
+            handles.append(plt.Line2D([], [], color="white", ls="-", label=f"tied: memory horizon = T "
+                                      f"({100 * res['fraction_correct_tied']:.0f} % correct)"))
+    if handles:
+        leg = ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.7)
+        leg.get_frame().set_facecolor("lightgrey")
+    ax.set_xlabel(res["x_key"])
+    ax.set_ylabel(res["y_key"])
+    ax.set_title(title or f"trainability at T = {T} (trainable: {res['metric']} >= {res['threshold']:g})",
+                 fontsize=9)
+    _save_fig(fig, out)

@@ -323,6 +323,9 @@ class LoopConfig:
     resume: Resume = Resume.auto
     fail_on_divergence: bool = False
     progress: bool = True  # tqdm progress bar
+    # also evaluate the test split at every evaluation (test/acc curves, as the paper draws them); the
+    # test set is never used to select anything
+    eval_test: bool = False
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "train.steps", self.steps, "an integer >= 0")
@@ -356,6 +359,9 @@ class TrainConfig:
     deterministic: bool = True
     device: Device = Device.auto
     experiment_name: str = "adhoc"
+    # budgets of the reproduction experiments (conf/scale/*.yaml: smoke, quick, full), read by their
+    # presets (conf/experiment/*.yaml) through interpolation; None outside them
+    scale: Any = None
 
     def __post_init__(self) -> None:
         _check_gates(self.init, self.cell)

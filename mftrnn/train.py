@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -46,13 +47,27 @@ from mftrnn.tracking import METRICS_NAME, Tracker, new_run_id, read_json, trunca
 log = logging.getLogger(__name__)
 register_configs()
 
+
+def _register_packed_launcher() -> None:
+    """hydra/launcher=packed (hydra_plugins/mftrnn_packed_launcher): Hydra finds launchers by scanning
+    the hydra_plugins namespace, which does not see an editable install's mapping; registering the class
+    here (idempotent) makes it work either way."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.mftrnn_packed_launcher.packed_launcher import PackedLauncher
+
+    Plugins.instance().register(PackedLauncher)
+
+
+_register_packed_launcher()
+
 SUMMARY_NAME = "summary.json"
 # Keys that may differ between a checkpoint and the run that resumes it: they change neither the
 # model nor the data order (train.steps may grow, to continue a finished run).
 # conf/train.yaml keeps the same keys out of run-dir names.
-VOLATILE_KEYS = ("train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every",
+VOLATILE_KEYS = ("train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every", "train.eval_test",
                  "train.eval_batch_size", "train.log_every", "device", "data.root", "data.download", "wandb",
-                 "experiment_name")
+                 "experiment_name", "scale")
 # Each split's random padding (task.pad_value=noise) comes from its own fixed seed, seed + offset.
 EVAL_NOISE_SEED = {"val": 2, "train": 3, "test": 4}
 # Test hook: exit abruptly (as a kill would) right after this optimizer step.
@@ -188,7 +203,31 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict:
+@dataclass
+class Prepared:
+    """A run ready to train (`prepare`): config, task, initialized model and data (on the CPU), and
+    where it starts (step 0, or the checkpoint `state` to resume)."""
+
+    conf: TrainConfig
+    conf_dict: dict
+    task: SequenceTask
+    model: RNNClassifier
+    splits: Splits
+    init_info: Optional[dict]
+    device: torch.device
+    state: Optional[dict] = None  # the checkpoint to resume (None: a fresh start, init.pt written)
+    step: int = 0
+    elapsed: float = 0.0
+    run_id: str = field(default_factory=new_run_id)
+    best_val: float = -math.inf
+    window: Optional[dict] = None  # the log window an interrupt cut (absent: checkpoints at window ends)
+
+
+def prepare(cfg: DictConfig, run_dir: Path, splits_cache: Optional[dict] = None) -> tuple[Optional[dict], Optional[Prepared]]:
+    """Everything before the first step, shared by a run alone and a packed run (mftrnn/packed_train.py):
+    (summary, None) when the run is already complete, else (None, Prepared). Checks the config and the
+    run dir, seeds, builds task and model, loads the data (`splits_cache`: loaded splits by data config,
+    shared by the runs of a pack), initializes, and finds the checkpoint to resume (or writes init.pt)."""
     conf = to_objects(cfg)  # every check at the door: bad values end here, before any work
     conf_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
     _check_writable(run_dir)
@@ -202,69 +241,127 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict:
         acc = lambda k: "-" if done.get(k) is None else f"{done[k]:.4f}"  # noqa: E731
         log.info("run already complete: %d steps%s, val acc %s, test acc %s (%s)", done["steps"],
                  ", diverged" if done["diverged"] else "", acc("val_acc"), acc("test_acc"), run_dir / SUMMARY_NAME)
-        return done
+        return done, None
     set_determinism(conf.deterministic)  # before CUDA starts
     seed_everything(conf.seed)
     device = pick_device(conf.device)
 
     task = build_task(conf.task)
     model = RNNClassifier(conf.cell.kind, task.input_size, conf.model)
-    splits = load_splits(task.dataset, conf.data)  # draws no random numbers: the init below is unchanged
+    data_key = (task.dataset, repr(conf.data))
+    if splits_cache is not None and data_key in splits_cache:
+        splits = splits_cache[data_key]
+    else:
+        splits = load_splits(task.dataset, conf.data)  # draws no random numbers: the init below is unchanged
+        if splits_cache is not None:
+            splits_cache[data_key] = splits
     task.fit(splits)
     # on the CPU, so the init is the same on every device; init=critical solves for T and the inputs
     init_info = initialize(model, conf.init, task_shape(task, splits, conf.init))
     log.info("%s | %s %s x%d, init=%s | device %s | run dir %s", task.describe(), conf.cell.kind.value,
              conf.model.hidden, conf.model.layers, conf.init.scheme.value, device, run_dir)
-    splits = splits.to(device)
-    model.to(device)
-    params = list(model.parameters())
-    opt = build_optimizer(conf, params)
-    sampler = BatchSampler(len(splits.train_x), seed=conf.seed, device=device)
-    noise = torch.Generator(device=device).manual_seed(conf.seed + 1)
-
-    step, elapsed, run_id, best_val, window = 0, 0.0, new_run_id(), -math.inf, None
-    state, ckpt_path = None, None
+    prep = Prepared(conf, conf_dict, task, model, splits, init_info, device)
     if conf.train.resume is Resume.auto:
         state, ckpt_path, damaged = checkpoint.load_latest(run_dir)
         for line in damaged:
             log.warning("%s; resuming from the newest intact checkpoint", line)
-    if state is not None:
-        _check_same_run(state["identity"], _identity(conf_dict), run_dir)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        noise.set_state(state["noise"])
-        set_rng_state(state["rng"])
-        step, elapsed, run_id, best_val = state["step"], state["elapsed"], state["run_id"], state["best_val"]
-        window = state.get("window")  # the log window an interrupt cut (absent: checkpoints at window ends)
-        dropped = truncate_metrics(run_dir / METRICS_NAME, step)
-        if dropped:
-            log.warning("%s: dropped %d damaged line(s) (cut mid-write)", run_dir / METRICS_NAME, dropped)
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    else:
-        for stale in (run_dir / METRICS_NAME, run_dir / SUMMARY_NAME):
-            stale.unlink(missing_ok=True)
-        torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, run_dir / "init.pt")
+        if state is not None:
+            _check_same_run(state["identity"], _identity(conf_dict), run_dir)
+            prep.state = state
+            prep.step, prep.elapsed, prep.run_id = state["step"], state["elapsed"], state["run_id"]
+            prep.best_val, prep.window = state["best_val"], state.get("window")
+            dropped = truncate_metrics(run_dir / METRICS_NAME, prep.step)
+            if dropped:
+                log.warning("%s: dropped %d damaged line(s) (cut mid-write)", run_dir / METRICS_NAME, dropped)
+            log.info("resumed from %s at step %d", ckpt_path, prep.step)
+            return None, prep
+    for stale in (run_dir / METRICS_NAME, run_dir / SUMMARY_NAME):
+        stale.unlink(missing_ok=True)
+    torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, run_dir / "init.pt")
+    return None, prep
 
+
+def open_tracker(prep: Prepared, run_dir: Path) -> Tracker:
+    """The run's metrics.jsonl and W&B run (its config: the composed config, the effective gate biases
+    and, for init=critical, the solution)."""
+    conf = prep.conf
     choices = [conf.task.name.value, conf.cell.kind.value, conf.init.scheme.value]
-    tracker = Tracker(conf.wandb, run_dir, run_id, name=str(run_dir), group=conf.wandb.group or conf.experiment_name,
-                      tags=choices, config={**conf_dict, "init_effective_biases": effective_gate_biases(model),
-                                            **({"init_solution": init_info} if init_info else {})})
+    return Tracker(conf.wandb, run_dir, prep.run_id, name=str(run_dir), group=conf.wandb.group or conf.experiment_name,
+                   tags=choices, config={**prep.conf_dict, "init_effective_biases": effective_gate_biases(prep.model),
+                                         **({"init_solution": prep.init_info} if prep.init_info else {})})
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict:
+    done, prep = prepare(cfg, run_dir)
+    if done is not None:
+        return done
+    conf, device = prep.conf, prep.device
+    splits = prep.splits.to(device)
+    model = prep.model.to(device)
+    opt = build_optimizer(conf, list(model.parameters()))
+    sampler = BatchSampler(len(splits.train_x), seed=conf.seed, device=device)
+    noise = torch.Generator(device=device).manual_seed(conf.seed + 1)
+    if prep.state is not None:
+        model.load_state_dict(prep.state["model"])
+        opt.load_state_dict(prep.state["optimizer"])
+        sampler.load_state_dict(prep.state["sampler"])
+        noise.set_state(prep.state["noise"])
+        set_rng_state(prep.state["rng"])
+
+    tracker = open_tracker(prep, run_dir)
     exit_code = 1
     try:
         with StopSignals() as stop:
-            summary = _loop(conf, conf_dict, model, task, splits, opt, sampler, noise, tracker, run_dir,
-                            step, elapsed, run_id, best_val, device, init_info, window, stop)
+            summary = _loop(conf, prep.conf_dict, model, prep.task, splits, opt, sampler, noise, tracker, run_dir,
+                            prep.step, prep.elapsed, prep.run_id, prep.best_val, device, prep.init_info, prep.window,
+                            stop)
         exit_code = 0
     except Stopped:
         exit_code = 0  # stopped by the user: the W&B run is resumable, not failed
         raise
     finally:
         tracker.finish(exit_code)  # BasicLauncher runs a sweep in one process: never leak a run
+    check_divergence(conf, summary, run_dir)
+    return summary
+
+
+def check_divergence(conf: TrainConfig, summary: dict, run_dir: Path) -> None:
     if summary["diverged"] and conf.train.fail_on_divergence:
         raise DivergedError(f"loss became non-finite at step {summary['diverged_at']} "
                             f"(train.fail_on_divergence=true); see {run_dir / SUMMARY_NAME}")
+
+
+def base_summary(conf: TrainConfig, conf_dict: dict, task: SequenceTask, step: int, wall: float,
+                 diverged_at: Optional[int], init_info: Optional[dict]) -> dict:
+    """summary.json's keys that do not need an evaluation."""
+    summary: dict = {"steps": step, "wall_time_s": wall, "diverged": diverged_at is not None,
+                     "diverged_at": diverged_at, "task": conf.task.name.value, "cell": conf.cell.kind.value,
+                     "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len, "config": conf_dict}
+    if init_info:  # init=critical: the solved hyperparameters and the theory's predictions
+        summary["init_solution"] = init_info
+    if diverged_at is not None:
+        for split in ("train", "val", "test"):
+            summary[f"{split}_loss"] = summary[f"{split}_acc"] = None
     return summary
+
+
+def final_splits(conf: TrainConfig, splits: Splits) -> dict:
+    """The splits of the final evaluation: a training subset of val_size examples, val and test (read
+    only here, never to select a model)."""
+    n_sub = min(len(splits.train_x), conf.data.val_size)
+    return {"train": (splits.train_x[:n_sub], splits.train_y[:n_sub]), "val": (splits.val_x, splits.val_y),
+            "test": (splits.test_x, splits.test_y)}
+
+
+def add_final(summary: dict, results: dict, best_val: float, tracker: Tracker) -> float:
+    """Put the final evaluation (`results`: split -> {loss, acc}) into the summary and the tracker;
+    returns the best validation accuracy."""
+    for split, res in results.items():
+        summary[f"{split}_loss"], summary[f"{split}_acc"] = res["loss"], res["acc"]
+    best_val = max(best_val, summary["val_acc"])
+    summary["best_val_acc"] = best_val
+    tracker.log({f"{s}/{m}": summary[f"{s}_{m}"] for s in ("val", "test") for m in ("loss", "acc")}, summary["steps"])
+    return best_val
 
 
 def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: SequenceTask, splits: Splits,
@@ -358,6 +455,10 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
                     best_val = max(best_val, val["acc"])
                     tracker.log({"val/loss": val["loss"], "val/acc": val["acc"]}, step)
                     log.info("step %d: val loss %.4f acc %.4f", step, val["loss"], val["acc"])
+                    if tc.eval_test:
+                        test = evaluate(model, task, splits.test_x, splits.test_y, tc.eval_batch_size,
+                                        conf.seed + EVAL_NOISE_SEED["test"])
+                        tracker.log({"test/loss": test["loss"], "test/acc": test["acc"]}, step)
                 if checkpoint_now and step < tc.steps:
                     tracker.flush()  # the records up to this step are on disk before the checkpoint is
                     _save(conf_dict, model, opt, sampler, noise, step, time.perf_counter() - t_start, run_id,
@@ -368,27 +469,14 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
     wall = time.perf_counter() - t_start
     if diverged_at is not None:
         step = diverged_at
-    summary: dict = {"steps": step, "wall_time_s": wall, "diverged": diverged_at is not None,
-                     "diverged_at": diverged_at, "task": conf.task.name.value, "cell": conf.cell.kind.value,
-                     "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len, "config": conf_dict}
-    if init_info:  # init=critical: the solved hyperparameters and the theory's predictions
-        summary["init_solution"] = init_info
+    summary = base_summary(conf, conf_dict, task, step, wall, diverged_at, init_info)
     if diverged_at is None:
-        # Final model on every split; the test set is only ever read here, never to select a model.
-        n_sub = min(len(splits.train_x), conf.data.val_size)
-        for split, (x, y) in {"train": (splits.train_x[:n_sub], splits.train_y[:n_sub]),
-                              "val": (splits.val_x, splits.val_y), "test": (splits.test_x, splits.test_y)}.items():
-            res = evaluate(model, task, x, y, tc.eval_batch_size, conf.seed + EVAL_NOISE_SEED[split])
-            summary[f"{split}_loss"], summary[f"{split}_acc"] = res["loss"], res["acc"]
-        best_val = max(best_val, summary["val_acc"])
-        summary["best_val_acc"] = best_val
-        tracker.log({f"{s}/{m}": summary[f"{s}_{m}"] for s in ("val", "test") for m in ("loss", "acc")}, step)
+        results = {split: evaluate(model, task, x, y, tc.eval_batch_size, conf.seed + EVAL_NOISE_SEED[split])
+                   for split, (x, y) in final_splits(conf, splits).items()}
+        best_val = add_final(summary, results, best_val, tracker)
         _save(conf_dict, model, opt, sampler, noise, step, wall, run_id, best_val, run_dir)
         log.info("done: %d steps, val acc %.4f, test acc %.4f (%s)", step, summary["val_acc"], summary["test_acc"],
                  run_dir / SUMMARY_NAME)
-    else:
-        for split in ("train", "val", "test"):
-            summary[f"{split}_loss"] = summary[f"{split}_acc"] = None
     write_json(run_dir / SUMMARY_NAME, summary)
     tracker.summary(summary)
     return summary
@@ -399,10 +487,18 @@ def _save(conf_dict: dict, model: RNNClassifier, opt: torch.optim.Optimizer, sam
           window: Optional[dict] = None) -> None:
     """ckpt_last.pt (the previous one kept as ckpt_prev.pt); `window`: the open log window's sums, when
     an interrupt checkpoints between two log steps."""
+    save_checkpoint(conf_dict, model.state_dict(), opt.state_dict(), sampler, noise, step, elapsed, run_id, best_val,
+                    run_dir, window)
+
+
+def save_checkpoint(conf_dict: dict, model_state: dict, opt_state: dict, sampler: BatchSampler,
+                    noise: torch.Generator, step: int, elapsed: float, run_id: str, best_val: float, run_dir: Path,
+                    window: Optional[dict] = None) -> None:
+    """A run's checkpoint from state dicts (a packed run's are unpacked first, mftrnn/packed_train.py)."""
     from mftrnn import __version__
 
     checkpoint.save_atomic({
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "sampler": sampler.state_dict(),
+        "model": model_state, "optimizer": opt_state, "step": step, "sampler": sampler.state_dict(),
         "noise": noise.get_state(), "rng": rng_state(), "run_id": run_id, "elapsed": elapsed, "best_val": best_val,
         "identity": _identity(conf_dict), "config": conf_dict, "version": __version__,
         **({"window": window} if window is not None else {}),

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mftrnn.schema import (CellKind, ChronoInitConfig, DataConfig, GateHP, GruGates, InitConfig, InitScheme,
+from mftrnn.schema import (CellKind, ChronoInitConfig, DataConfig, GruGates, InitConfig, InitScheme,
                            LstmGates, MeanFieldInitConfig, PaddedMnistConfig)
 from mftrnn.theory.closed import memory_horizon
 from mftrnn.theory.hyper import hyper_from_config

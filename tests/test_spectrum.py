@@ -13,7 +13,6 @@ Dozier-Silverstein cubic, Lorentzian-smoothed atoms) and otherwise against finit
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest

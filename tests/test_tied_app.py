@@ -10,7 +10,6 @@ import torch
 from hydra import compose, initialize_config_module
 
 from conftest import run_cli
-from mftrnn.errors import ConfigError
 from mftrnn.theory import closed, population, tied
 from mftrnn.theory.hyper import Gate, Hyper
 

@@ -20,7 +20,6 @@ from typing import Optional
 
 import numpy as np
 
-from mftrnn.cells import GATES
 from mftrnn.theory.hyper import Gate, Hyper, unit_rule
 from mftrnn.theory.quadrature import bivariate_points, dsig, dtanh, expect_many, gaussian_points, sig
 

@@ -18,7 +18,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from mftrnn.cells import GATES
 from mftrnn.theory.hyper import Hyper
 
 Tensor = torch.Tensor

@@ -1,7 +1,7 @@
 """The GPU evidence of docs/results.md: `mftrnn train` runs of one plan, one queue per GPU.
 
 On the GPU machine, after `source scripts/device_setup.sh`:
-    python3 scripts/gpu/evidence.py PLAN OUT_DIR [--seed S]
+    python3 scripts/gpu/evidence.py PLAN OUT_DIR [--seed S] [--inits critical] [--set init.log10_gain=-0.42 --tag _g042]
 PLAN: pad1000 (critical and chrono, LSTM and GRU, 4,000 steps), standard1000 (standard, 4,000 steps),
 pad5000 (critical and chrono, 1,000 steps). Padded MNIST, rows, hidden 256, batch 128, Adam 1e-3,
 clip 1 (the defaults of `mftrnn train`). Critical runs stop at 200 and 1,000 steps on the way (the run
@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget", type=float, default=540, help="seconds for the whole plan")
+    ap.add_argument("--inits", nargs="+", help="only these inits of the plan")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more overrides for every run")
+    ap.add_argument("--tag", default="", help="appended to run and archive names, e.g. _g042")
     args = ap.parse_args()
     plan, deadline = PLANS[args.plan], time.time() + args.budget
     root = Path(os.environ.get("EVIDENCE_ROOT", "/tmp/evidence")) / args.plan
@@ -76,11 +79,11 @@ def main() -> None:
         print(msg, flush=True)
 
     jobs = []
-    for init in plan["inits"]:
+    for init in args.inits or plan["inits"]:
         for cell in ("lstm", "gru"):
-            name = f"{cell}_{init}_pad{plan['pad']}_seed{args.seed}"
+            name = f"{cell}_{init}_pad{plan['pad']}_seed{args.seed}{args.tag}"
             ov = [f"cell={cell}", f"init={init}", f"task.pad={plan['pad']}", f"train.eval_every={plan['eval_every']}",
-                  f"seed={args.seed}"]
+                  f"seed={args.seed}", *args.set]
             jobs.append((name, ov, init == "critical"))
     queues = [jobs[i::gpus] for i in range(gpus)]  # LSTM on one GPU, GRU on the other
 
@@ -94,14 +97,14 @@ def main() -> None:
     for t in threads:
         t.join()
     args.out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(args.out / f"{args.plan}_seed{args.seed}.tgz", "w:gz") as tar:
+    with tarfile.open(args.out / f"{args.plan}_seed{args.seed}{args.tag}.tgz", "w:gz") as tar:
         for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in ("metrics.jsonl", "summary.json", "train.log", "model_200.pt", "model_1000.pt"):
                 if (run_dir / f).exists():
                     tar.add(run_dir / f, arcname=f"{run_dir.name}/{f}")
         for f in root.glob("*.log"):
             tar.add(f, arcname=f"logs/{f.name}")
-    (args.out / f"{args.plan}_seed{args.seed}.txt").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.plan}_seed{args.seed}{args.tag}.txt").write_text("\n".join(lines) + "\n")
     shutil.rmtree(root / "wandb", ignore_errors=True)
 
 

@@ -1,0 +1,136 @@
+"""hydra/launcher=packed through the installed command: each run of a pack ends as it would alone, has
+the files of a run alone, resumes after a kill, and a diverged run does not take the pack down."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, run_cli
+from mftrnn.train import KILL_ENV, SIGNAL_ENV
+
+# 8 LSTM runs, in two packs of 4 (the default pack size for the LSTM): two inits, two learning rates,
+# two seeds in each pack; noise padding, so each run's padding comes from its own generator
+SWEEP = [*TINY, "task.pad_value=noise", "train.steps=16", "optim.lr=0.001,0.01", "init=standard,critical", "seed=0,1"]
+FILES = {"init.pt", "metrics.jsonl", "summary.json", "ckpt_last.pt", "ckpt_prev.pt", "train.log", ".hydra"}
+
+
+def read(path: Path):
+    text = path.read_text()
+    return [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)
+
+
+def runs(sweep_dir: Path) -> dict[str, Path]:
+    return {str(p.parent.relative_to(sweep_dir)): p.parent for p in sweep_dir.rglob("summary.json")}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory, data_root):
+    """The same sweep run alone (Hydra's basic launcher, one process) and packed."""
+    root = tmp_path_factory.mktemp("sweeps")
+    alone = run_cli("train", "-m", *SWEEP, f"hydra.sweep.dir={root / 'alone'}")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    packed = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={root / 'packed'}")
+    assert packed.returncode == 0, packed.stderr[-2000:]
+    return root, packed
+
+
+def test_each_packed_run_equals_the_run_alone(sweeps):
+    root, res = sweeps
+    alone, packed = runs(root / "alone"), runs(root / "packed")
+    assert len(alone) == 8 and set(alone) == set(packed)
+    assert (res.stdout + res.stderr).count("packed with 4 run(s)") == 8  # one line per run, two packs
+    for name in alone:
+        a, b = read(alone[name] / "summary.json"), read(packed[name] / "summary.json")
+        assert b["steps"] == 16 and b["diverged"] is False
+        for key in ("train_loss", "val_loss", "test_loss"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-4), (name, key)
+        for key in ("train_acc", "val_acc", "test_acc"):
+            assert abs(a[key] - b[key]) <= 0.01, (name, key)
+        ra, rb = read(alone[name] / "metrics.jsonl"), read(packed[name] / "metrics.jsonl")
+        assert [r["step"] for r in ra] == [r["step"] for r in rb]
+        for x, y in zip(ra, rb):
+            assert math.isclose(x["train/loss"], y["train/loss"], rel_tol=1e-4), (name, x["step"])
+            assert math.isclose(x["train/grad_norm"], y["train/grad_norm"], rel_tol=1e-3), (name, x["step"])
+        ca = torch.load(alone[name] / "ckpt_last.pt", weights_only=False)
+        cb = torch.load(packed[name] / "ckpt_last.pt", weights_only=False)
+        for key, want in ca["model"].items():  # same weights, same keys: a packed run's checkpoint is a run's
+            assert torch.allclose(cb["model"][key], want, rtol=1e-4, atol=1e-5), (name, key)
+        assert ca["optimizer"]["state"].keys() == cb["optimizer"]["state"].keys()
+        ia, ib = torch.load(alone[name] / "init.pt"), torch.load(packed[name] / "init.pt")
+        assert ia.keys() == ib.keys() and all(torch.equal(ia[k], ib[k]) for k in ia)
+        assert FILES <= {p.name for p in packed[name].iterdir()}
+    assert (root / "packed" / "sweep.md").exists()
+
+
+def test_a_killed_pack_resumes_to_the_same_result(sweeps, tmp_path):
+    root, _ = sweeps
+    broken = tmp_path / "broken"
+    killed = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={broken}", env={KILL_ENV: "10"})
+    assert killed.returncode == 17
+    again = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={broken}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in again.stdout + again.stderr
+    whole, resumed = runs(root / "packed"), runs(broken)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
+    for name in whole:
+        a, b = read(whole[name] / "summary.json"), read(resumed[name] / "summary.json")
+        for key in ("train_loss", "val_loss", "test_loss", "val_acc", "test_acc", "steps"):
+            assert a[key] == b[key], (name, key)
+        assert strip(read(whole[name] / "metrics.jsonl")) == strip(read(resumed[name] / "metrics.jsonl"))
+
+
+def test_a_diverged_run_is_recorded_and_the_pack_goes_on(tmp_path, data_root):
+    res = run_cli("train", "-m", *TINY, "optim.lr=1e38,0.003", "hydra/launcher=packed", f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = {read(p / "summary.json")["config"]["optim"]["lr"]: read(p / "summary.json") for p in runs(tmp_path).values()}
+    bad, good = found[1e38], found[0.003]
+    assert bad["diverged"] is True and 1 <= bad["diverged_at"] <= 4 and bad["test_acc"] is None
+    alone = run_cli("train", *TINY, "optim.lr=0.003", f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0
+    ref = read(tmp_path / "alone" / "summary.json")
+    assert good["diverged"] is False and good["steps"] == 12
+    assert math.isclose(good["test_loss"], ref["test_loss"], rel_tol=1e-4)
+
+
+def test_packed_runs_have_their_own_wandb_runs(tmp_path, data_root):
+    res = run_cli("train", "-m", *TINY, "seed=0,1", "wandb.mode=offline", "hydra/launcher=packed",
+                  f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    dirs = list(runs(tmp_path).values())
+    assert len(dirs) == 2
+    ids = set()
+    for d in dirs:
+        offline = list((d / "wandb").glob("offline-run-*"))
+        assert len(offline) == 1, d
+        ids.add(offline[0].name.rsplit("-", 1)[-1])
+    assert len(ids) == 2
+
+
+def test_shapes_that_differ_make_separate_packs(tmp_path, data_root):
+    res = run_cli("train", "-m", *TINY, "task.pad=5,10", "optim=adam,sgd", "hydra/launcher=packed",
+                  "hydra.launcher.pack=4", f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    assert out.count("packed with 1 run(s)") == 2  # the Adam runs, one per length (SGD runs train alone)
+    assert len(runs(tmp_path)) == 4
+
+
+def test_ctrl_c_checkpoints_every_run_of_the_pack(sweeps, tmp_path):
+    root, _ = sweeps
+    stopped = tmp_path / "stopped"
+    res = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={stopped}", env={SIGNAL_ENV: "6"})
+    assert res.returncode == 130, res.stderr[-2000:]
+    assert "stopped: SIGINT at step 6" in res.stderr and "Traceback" not in res.stderr
+    ckpts = list(stopped.rglob("ckpt_last.pt"))
+    # the first pack stopped at step 6, each of its runs with a checkpoint there; the sweep ended
+    assert len(ckpts) == 4 and all(torch.load(c, weights_only=False)["step"] == 6 for c in ckpts)
+    again = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={stopped}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    whole = runs(root / "packed")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
+    for name, d in runs(stopped).items():
+        assert strip(read(whole[name] / "metrics.jsonl")) == strip(read(d / "metrics.jsonl")), name

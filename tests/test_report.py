@@ -1,0 +1,85 @@
+"""`mftrnn report`: labels by what differs, seeds as one group, the trainability fit, and the smoke of
+every reproduction experiment (make reproduce-smoke) through the installed command."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from conftest import DATA, MFTRNN, REPO, TINY, run_cli
+from mftrnn.report import Run, differing, fit_c, generalization_table, groups, label
+
+
+def fake(seed: int, pad: int, init: str = "chrono", acc: float = 0.5) -> Run:
+    config = {"seed": seed, "task.name": "padded_mnist", "task.pad": pad, "cell.kind": "lstm", "init.scheme": init,
+              "train.steps": 100, "wandb.mode": "disabled"}
+    if init == "meanfield":
+        config["init.gates.f.mu"] = 1.0
+    summary = {"seq_len": 28 + pad, "test_acc": acc, "train_acc": acc + 0.01, "diverged": False}
+    return Run(Path(f"/runs/{seed}-{pad}"), summary, [{"step": 50, "val/acc": acc}], config)
+
+
+def test_runs_are_labelled_by_what_differs_and_seeds_are_one_group():
+    # the sweep `seed=0,1 task.pad=10,100`: two groups of two seeds, not four identical entries
+    runs = [fake(s, p) for s in (0, 1) for p in (10, 100)]
+    assert differing(runs) == ["task.pad"]
+    grouped = groups(runs)
+    assert list(grouped) == ["task.pad=10", "task.pad=100"]
+    assert all(len(members) == 2 for members in grouped.values())
+    assert label(runs[0], ["cell.kind", "init.scheme"]) == "cell=lstm, init=chrono"
+
+
+def test_a_groups_keys_count_only_within_one_choice():
+    # meanfield has init.gates.*, chrono has not: the runs differ in init, not in the gates
+    assert differing([fake(0, 10, "chrono"), fake(0, 10, "meanfield")]) == ["init.scheme"]
+
+
+def test_generalization_table_has_mean_and_std_over_seeds():
+    table = generalization_table([fake(0, 10, acc=0.5), fake(1, 10, acc=0.7)])
+    row = table.splitlines()[2]
+    assert "60.0 %" in row and "± 14.1" in row and "| 2 |" in row
+
+
+def test_fit_c_separates_trainable_from_not():
+    xi = np.array([10.0, 100.0, 1000.0, np.inf])
+    trainable = np.array([False, False, True, True])
+    c, frac = fit_c(trainable, xi, T=500)
+    assert frac == 1.0 and 500 / 1000 <= c < 500 / 100
+    c, frac = fit_c(np.array([False, False]), np.array([10.0, 20.0]), T=500)  # nothing trains: c > 0 still
+    assert frac == 1.0 and c > 0
+
+
+def test_report_of_a_real_sweep(tmp_path, data_root):
+    sweep = tmp_path / "sweep"
+    res = run_cli("train", "-m", *TINY, "seed=0,1", "task.pad=5,10", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = run_cli("report", str(sweep), "--out", str(tmp_path / "rep"))
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    written = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert written["runs"] == 4 and written["differing"] == ["task.pad"]
+    assert set(written["figures"]) == {"curves", "length"}
+    assert all((tmp_path / "rep" / f).stat().st_size > 10_000 for f in written["figures"].values())
+    assert "| task.pad=10 | 2 |" in (tmp_path / "rep" / "report.md").read_text()
+    bad = run_cli("report", str(tmp_path / "nothing-here"))
+    assert bad.returncode != 0 and "does not exist" in bad.stderr
+
+
+def test_reproduce_smoke(tmp_path, data_root):
+    """Every experiment preset at scale=smoke, packed, then every report: the figures (a)-(d) and the
+    generalization table (e) exist."""
+    env = {**os.environ, "MFTRNN_DATA": str(DATA), "REPRODUCE_ROOT": str(tmp_path), "MFTRNN": str(MFTRNN)}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "reproduce.sh"), "smoke"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    fig = tmp_path / "figures"
+    for name in ("trainability_length.png", "heatmap_lstm_map.png", "heatmap_gru_map.png", "curves_mnist_curves.png",
+                 "curves_cifar10_curves.png", "curves_repeated_pixel_curves.png", "theory_lstm_critical_spectrum.png",
+                 "diagnose_gru_critical_trained.png", "generalization.md"):
+        assert (fig / name).exists(), name
+    heat = json.loads((fig / "heatmap_lstm.json").read_text())["map"]
+    assert heat["runs"] == 4 and 0 <= heat["fraction_correct_untied"] <= 1 and "fraction_correct_tied" in heat
+    table = (fig / "generalization.md").read_text()
+    assert "task=cifar10" in table and "task=unrolled_mnist" in table and "task=repeated_pixel" in table
