@@ -30,18 +30,13 @@ def verify(conf: CriticalConfig, solution) -> dict:
     """The tied and untied theories on two real test examples of the task (eq. (T29)): the distance
     of the two final states relative to the split's, and the memory horizon."""
     from mftrnn.theory import inputs
-    from mftrnn.theory.trajectories import memory, two_sequences
+    from mftrnn.theory.trajectories import memory_of
 
     two = inputs.task_examples(conf.task, conf.data, list(conf.verify.examples), conf.seed)
     hp = solution.hyper()
     out = {"inputs": {k: two.info[k] for k in ("task", "examples", "labels", "steps", "split")}}
     for theory in ("tied", "untied"):
-        t0 = time.perf_counter()
-        tr = two_sequences(hp, two, theory, population=conf.verify.population, seed=conf.seed, device="cpu")
-        mem = memory(tr, conf.verify.eps)
-        mem["one_minus_c_at_end"] = float(tr.one_minus_c[-1])
-        mem["method"], mem["seconds"] = tr.method, time.perf_counter() - t0
-        out[theory] = mem
+        out[theory] = memory_of(hp, two, theory, conf.verify.eps, conf.verify.population, conf.seed)[1]
     return out
 
 

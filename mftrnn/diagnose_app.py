@@ -63,7 +63,7 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
     from mftrnn.theory.critical import CriticalSolution
     from mftrnn.theory.inputs import TwoInputs
     from mftrnn.theory.stationary import stationary
-    from mftrnn.theory.trajectories import memory, two_sequences
+    from mftrnn.theory.trajectories import memory_of
 
     if conf.init.scheme is InitScheme.critical:
         hp = CriticalSolution.from_dict(info).hyper()
@@ -81,20 +81,18 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
         if theory == "tied" and steps > conf.theory.max_steps:
             out[theory] = {"skipped": f"T = {steps} > theory.max_steps = {conf.theory.max_steps}"}
             continue
-        t0 = time.perf_counter()
-        tr = two_sequences(hp, two, theory, population=conf.theory.population, seed=conf.seed, device="cpu")
-        mem = memory(tr, conf.eps)
+        tr, mem = memory_of(hp, two, theory, conf.eps, conf.theory.population, conf.seed)
         d = np.asarray(tr.d_h, float)
         ratio = d[start:] / d[start] if d[start] > 0 else None
         out[theory] = {"method": tr.method, "horizon": mem.get("horizon"),
                        "distance_ratio_end": mem.get("distance_ratio_at_end"),
-                       "one_minus_c_end": float(tr.one_minus_c[-1]),
+                       "one_minus_c_end": mem["one_minus_c_at_end"],
                        "log10_gain": 0.5 * math.log10(ratio[-1]) if ratio is not None and ratio[-1] > 0 else None,
                        # below ~1e-11 of the split's distance the tied solver's jitter (docs/theory.md §7.2)
                        # can hold the distance up: the number may then be a bound
                        "below_jitter": bool(theory == "tied" and ratio is not None and ratio[-1] < TIED_FLOOR),
                        "distance_ratio_curve": ratio.tolist() if ratio is not None else None,
-                       "seconds": time.perf_counter() - t0}
+                       "seconds": mem["seconds"]}
     return out
 
 

@@ -126,6 +126,9 @@ def test_every_task_solves_for_its_length_and_inputs(task, data_root):
     assert shape.seq_len == t.seq_len and shape.R_op > 0  # pixels, or the noise of the padding
     sol, _ = solve_critical("lstm", conf.init, shape)
     assert sol.spec.steps == t.seq_len and sol.predictions["operating_point"]["radius"] == pytest.approx(1, abs=1e-8)
+    # the horizon is checked over the padding, or over all T steps where every step is informative
+    checked = sol.predictions["tied_linear"]["horizon_steps_checked"]
+    assert checked == (t.seq_len - t.content_steps or t.seq_len) and checked > 1
 
 
 def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, data_root):

@@ -39,7 +39,7 @@ from mftrnn.theory import closed
 from mftrnn.theory.hyper import Gate, Hyper
 from mftrnn.theory.quadrature import nodes as hermite_nodes
 
-VERSION = 2  # bump when the solver's answer for the same spec changes: old cache entries are ignored
+VERSION = 3  # bump when the solver's answer for the same spec changes: old cache entries are ignored
 OPEN_GATE = {"lstm": "o", "gru": "r"}  # the gate held open (the LSTM's output, the GRU's reset)
 CRITERIA = ("tied", "untied")
 
@@ -253,7 +253,9 @@ def predict(hp: Hyper, spec: CriticalSpec) -> dict:
     fp = closed.fixed_point(hp, spec.R_op)
     op = operating_point(hp, spec.R_op, fp)
     f, c, T = op["keep"], op["coupling"], spec.steps
-    n_after = spec.steps - spec.content_steps
+    # the horizon is checked over the padding, or over the whole sequence where every step is informative
+    # (unrolled MNIST, CIFAR-10): the first input must then survive all T steps
+    n_check = spec.steps - spec.content_steps or spec.steps
     tied = {"radius": op["radius"],
             "log10_rms_gain": 0.5 * math.log10(max(tied_gain(f, c, T), 1e-300)) if op["radius"] <= 1 + 1e-9
             else T * math.log10(op["radius"]),  # above 1 the top eigenvalue's growth dominates
@@ -261,8 +263,8 @@ def predict(hp: Hyper, spec: CriticalSpec) -> dict:
             # the spread of the T-step product's log singular values T log10 |f + c e^{i theta}| (normal
             # product: the moduli of its eigenvalues), theta uniform: their mean and standard deviation
             **_log_singular_spread(f, c, T),
-            "horizon": tied_horizon(f, c, max(n_after, 1)) if op["radius"] <= 1 + 1e-9 else None,
-            "horizon_steps_checked": n_after}
+            "horizon": tied_horizon(f, c, n_check) if op["radius"] <= 1 + 1e-9 else None,
+            "horizon_steps_checked": n_check}
     m1, lam = (float(np.asarray(v).reshape(-1)[0]) for v in closed.tangent(hp, fp, spec.R_op))
     untied = {"m1": m1, "log10_m1_power_T": T * math.log10(max(m1, 1e-300)), "lambda_c": lam,
               "xi_c": float(closed.xi(lam)), "Q_h": float(np.asarray(fp.q_h).reshape(-1)[0])}

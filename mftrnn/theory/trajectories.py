@@ -6,6 +6,8 @@ networks reuse at every step), on the inputs of mftrnn.theory.inputs.
 """
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -91,3 +93,14 @@ def memory(traj: Trajectory, eps: float) -> dict:
                distance_at_split=d0, distance_at_end=float(traj.d_h[-1]),
                distance_ratio_at_end=float(traj.d_h[-1] / d0) if d0 > 0 else None)
     return out
+
+
+def memory_of(hp: Hyper, inputs: TwoInputs, theory: str, eps: float, population: Optional[int] = None,
+              seed: int = 0, device="cpu") -> tuple[Trajectory, dict]:
+    """`two_sequences` and its `memory`, with 1 - C/Q at the last step, the method and the seconds it
+    took: what `mftrnn critical` and `mftrnn diagnose` report of a theory beside a network."""
+    t0 = time.perf_counter()
+    tr = two_sequences(hp, inputs, theory, population=population, seed=seed, device=device)
+    mem = memory(tr, eps)
+    mem.update(one_minus_c_at_end=float(tr.one_minus_c[-1]), method=tr.method, seconds=time.perf_counter() - t0)
+    return tr, mem
