@@ -251,9 +251,11 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
     """Train runs that start at the same step, as one PackedRNN, to the end."""
     k = len(preps)
     conf0, device = preps[0].conf, preps[0].device
+    where = str(device) + (f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})"
+                           if device.type == "cuda" and "CUDA_VISIBLE_DEVICES" in os.environ else "")
     for lg in logs:
         lg.info("packed with %d run(s) in one %s module of hidden %d x %d on %s", k, conf0.cell.kind.value,
-                conf0.model.hidden, k, device)
+                conf0.model.hidden, k, where)
     # CPU holders of each run's standalone state: checkpoints are written from them
     opts = [torch.optim.Adam(p.model.parameters(), lr=p.conf.optim.lr, weight_decay=conf0.optim.weight_decay)
             for p in preps]
