@@ -134,3 +134,21 @@ def test_ctrl_c_checkpoints_every_run_of_the_pack(sweeps, tmp_path):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
     for name, d in runs(stopped).items():
         assert strip(read(whole[name] / "metrics.jsonl")) == strip(read(d / "metrics.jsonl")), name
+
+
+def test_a_run_started_alone_continues_in_a_pack(tmp_path, data_root):
+    """Checkpoints are a run alone's: 8 steps alone, then 16 in a pack, ends as 16 steps alone."""
+    args = [*TINY, "train.steps=16"]
+    whole = tmp_path / "whole"
+    assert run_cli("train", *args, f"hydra.run.dir={whole}").returncode == 0
+    sweep = tmp_path / "sweep"
+    first = run_cli("train", "-m", *TINY, "train.steps=8", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    more = run_cli("train", "-m", *args, "seed=0,1", "hydra/launcher=packed", f"hydra.sweep.dir={sweep}")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "resumed from" in more.stdout + more.stderr
+    done = {read(p / "summary.json")["seed"]: read(p / "summary.json") for p in runs(sweep).values()}
+    ref = read(whole / "summary.json")
+    assert done[0]["steps"] == 16
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert math.isclose(done[0][key], ref[key], rel_tol=1e-4), key
