@@ -17,8 +17,8 @@ install:  ## create .venv and install mftrnn (editable) with torch, Hydra, W&B a
 	$(BIN)/pip install -q -e '.[dev]'
 	@$(BIN)/mftrnn --version
 
-test:  ## the fast CPU test suite (what CI runs)
-	$(BIN)/python -m pytest -q -m "not slow" --timeout 600
+test:  ## the fast CPU test suite (what CI runs): two workers, each test file on one of them
+	$(BIN)/python -m pytest -q -m "not slow" --timeout 600 -n 2 --dist loadfile --durations=15
 
 test-full:  ## every test, the slow ones too
 	$(BIN)/python -m pytest -q --timeout 1800
