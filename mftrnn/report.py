@@ -20,8 +20,6 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-CELL_COLORS = {"lstm": "tab:blue", "gru": "tab:orange"}
-INIT_STYLES = {"critical": "-", "chrono": "-.", "meanfield": "--", "standard": ":", "pytorch": ":"}
 # one colour per init in every figure of a report, and one line style per cell
 INIT_COLORS = {"critical": "tab:red", "chrono": "tab:green", "standard": "tab:blue", "pytorch": "tab:gray",
                "meanfield": "tab:purple"}
@@ -214,52 +212,33 @@ def plot_accuracy_vs_length(runs: list[Run], out: Path, metric: str = "test_acc"
 
 def generalization_table(runs: list[Run]) -> str:
     """Markdown: for every group (task x cell x init x what else differs), final test accuracy as mean
-    ± std over seeds, train accuracy and the gap, and how many seeds and diverged runs."""
-    rows = ["| runs | seeds | test acc (mean ± std) | train acc | train − test | diverged |",
-            "| --- | ---: | --- | --- | ---: | ---: |"]
+    ± std over seeds, train accuracy and the gap, the steps to 50 % and 90 % validation accuracy (mean
+    over seeds), and how many seeds and diverged runs."""
+    rows = ["| runs | seeds | test acc (mean ± std) | train acc | train − test | steps to 50 % / 90 % val | diverged |",
+            "| --- | ---: | --- | --- | ---: | --- | ---: |"]
     for name, members in groups(runs).items():
         done = [r for r in members if r.summary.get("test_acc") is not None]
         div = sum(bool(r.summary.get("diverged")) for r in members)
         if not done:
-            rows.append(f"| {name} | {len(members)} | - | - | - | {div} |")
+            rows.append(f"| {name} | {len(members)} | - | - | - | - | {div} |")
             continue
         te = np.array([r.summary["test_acc"] for r in done])
         tr = np.array([r.summary["train_acc"] for r in done])
         std = f" ± {100 * te.std(ddof=1):.1f}" if len(te) > 1 else ""
         rows.append(f"| {name} | {len(members)} | {100 * te.mean():.1f} %{std} | {100 * tr.mean():.1f} % | "
-                    f"{100 * (tr.mean() - te.mean()):.1f} | {div} |")
+                    f"{100 * (tr.mean() - te.mean()):.1f} | {_steps_to_mean(done, 0.5)} / {_steps_to_mean(done, 0.9)} | "
+                    f"{div} |")
     return "\n".join(rows)
 
 
+def _steps_to_mean(runs: list[Run], level: float) -> str:
+    """Mean over seeds of the first evaluated step with validation accuracy >= level ('-': a seed never
+    got there)."""
+    steps = [steps_to(r.records, level) for r in runs]
+    return "-" if any(s is None for s in steps) else f"{np.mean(steps):,.0f}"
+
+
 def _save_fig(fig, out: Path) -> Path:
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
-def plot_curves(run_dirs: list[Path], out: Path, metric: str = "val/acc", title: Optional[str] = None,
-                chance: Optional[float] = 0.1) -> Path:
-    """One line per run: `metric` against training step; the label names cell and init."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for run_dir in run_dirs:
-        summary, records = read_run(run_dir)
-        pts = [(r["step"], r[metric]) for r in records if r.get(metric) is not None]
-        if not pts:
-            continue
-        cell, init = summary.get("cell", "?"), summary.get("init", "?")
-        label = f"{cell.upper()}, {init} init" if summary else run_dir.name
-        style = {"color": CELL_COLORS.get(cell), "ls": INIT_STYLES.get(init, "-")}
-        ax.plot(*zip(*pts), marker="o", ms=3, label=label, **style)
-    if chance is not None:
-        ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(metric.replace("/", " "))
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -273,19 +252,6 @@ def steps_to(records: list[dict], level: float, metric: str = "val/acc") -> Opti
         if r.get(metric) is not None and r[metric] >= level:
             return int(r["step"])
     return None
-
-
-def summary_table(run_dirs: list[Path]) -> str:
-    """A Markdown table of each run: steps to 50 % and 90 % validation accuracy, final metrics."""
-    rows = ["| run | steps | to 50 % val | to 90 % val | val acc | test acc | diverged |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for run_dir in run_dirs:
-        s, records = read_run(run_dir)
-        fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        to = lambda lv: "-" if steps_to(records, lv) is None else str(steps_to(records, lv))  # noqa: E731
-        rows.append(f"| {s.get('cell', '?')} / {s.get('init', '?')} | {s.get('steps', '-')} | {to(0.5)} | {to(0.9)} | "
-                    f"{fmt(s.get('val_acc'))} | {fmt(s.get('test_acc'))} | {s.get('diverged', '-')} |")
-    return "\n".join(rows)
 
 
 def plot_diagnose(res: dict, out: Path) -> Path:
