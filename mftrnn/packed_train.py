@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -39,9 +38,9 @@ from mftrnn.packed import PackedAdam, PackedRNN, clip_per_run, guard_params
 from mftrnn.schema import OptimName, TrainConfig, to_objects
 from mftrnn.tasks import build_task
 from mftrnn.tracking import Tracker, write_json
-from mftrnn.train import (EVAL_NOISE_SEED, FAILED_NAME, KILL_ENV, SIGNAL_ENV, SUMMARY_NAME, BatchSampler, Prepared,
-                          StopSignals, Stopped, add_final, base_summary, check_divergence, final_splits,
-                          open_tracker, prepare, save_checkpoint)
+from mftrnn.train import (EVAL_NOISE_SEED, FAILED_NAME, SUMMARY_NAME, BatchSampler, Prepared, StopSignals, Stopped,
+                          TestHooks, add_final, base_summary, check_divergence, final_splits, open_tracker, prepare,
+                          record_failure, save_checkpoint)
 
 log = logging.getLogger(__name__)
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
@@ -202,11 +201,7 @@ def train_pack(jobs: list[Job]) -> list[Outcome]:
 
 
 def _fail(job: Job, exc: BaseException) -> Outcome:
-    try:
-        if job.run_dir.is_dir():
-            (job.run_dir / FAILED_NAME).write_text(f"{type(exc).__name__}: {exc}\n")
-    except OSError:
-        pass
+    record_failure(job.run_dir, exc)
     return Outcome.failed(exc)
 
 
@@ -304,10 +299,7 @@ def _loop(preps, jobs, logs, packed: PackedRNN, popt: PackedAdam, opts, splits, 
     conf0, device = preps[0].conf, preps[0].device
     tc = conf0.train
     T, n_in, B = preps[0].task.seq_len, preps[0].task.input_size, tc.batch_size
-    kill_at = int(os.environ.get(KILL_ENV, "-1"))
-    signal_at, _, names = os.environ.get(SIGNAL_ENV, "-1").partition(":")
-    signal_at = int(signal_at)
-    signal_with = [getattr(signal, n) for n in (names or "SIGINT").split(",")]
+    hooks = TestHooks()
     clips = torch.tensor([p.conf.optim.clip if p.conf.optim.clip is not None else math.inf for p in preps],
                          dtype=torch.float64, device=device)
     alive = [True] * k
@@ -397,11 +389,7 @@ def _loop(preps, jobs, logs, packed: PackedRNN, popt: PackedAdam, opts, splits, 
                 window += torch.stack([loss.double() * B, (logits.argmax(-1) == y).sum(1).double(),
                                        torch.full((k,), float(B), device=device, dtype=torch.float64),
                                        norms], dim=1)
-            if step == kill_at:
-                os._exit(17)
-            if step == signal_at:
-                for sig in signal_with:
-                    os.kill(os.getpid(), sig)
+            hooks.after_step(step)
             if stop.signum is not None:
                 sums = window.tolist()
                 bad_at = first_bad.tolist()

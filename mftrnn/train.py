@@ -79,6 +79,26 @@ SIGNAL_ENV = "MFTRNN_TEST_SIGNAL_AT_STEP"
 ETA_CHECK_S = float(os.environ.get("MFTRNN_ETA_CHECK_S", "10"))
 
 
+class TestHooks:
+    """The test hooks KILL_ENV and SIGNAL_ENV, read once per training loop (a run alone or a pack)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        self.kill_at = int(os.environ.get(KILL_ENV, "-1"))
+        at, _, names = os.environ.get(SIGNAL_ENV, "-1").partition(":")
+        self.signal_at = int(at)
+        self.signals = [getattr(signal, n) for n in (names or "SIGINT").split(",")]
+
+    def after_step(self, step: int) -> None:
+        """Exit as a kill would, or send the signals a user or a scheduler would send, after `step`."""
+        if step == self.kill_at:
+            os._exit(17)
+        if step == self.signal_at:
+            for sig in self.signals:
+                os.kill(os.getpid(), sig)
+
+
 class BatchSampler:
     """Epoch-wise shuffled mini-batch indices; checkpointable.
 
@@ -193,14 +213,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     except Stopped:
         raise
     except MftrnnError as exc:
-        try:
-            if run_dir.is_dir():
-                (run_dir / FAILED_NAME).write_text(f"{type(exc).__name__}: {exc}\n")
-        except OSError:
-            pass
+        record_failure(run_dir, exc)
         raise
     (run_dir / FAILED_NAME).unlink(missing_ok=True)
     return summary
+
+
+def record_failure(run_dir: Path, exc: BaseException) -> None:
+    """failed.txt in the run dir (if it exists), with the error; a run dir that cannot take it is left."""
+    try:
+        if run_dir.is_dir():
+            (run_dir / FAILED_NAME).write_text(f"{type(exc).__name__}: {exc}\n")
+    except OSError:
+        pass
 
 
 @dataclass
@@ -370,10 +395,7 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
           init_info: Optional[dict] = None, resumed_window: Optional[dict] = None,
           stop: Optional["StopSignals"] = None) -> dict:
     tc = conf.train
-    kill_at = int(os.environ.get(KILL_ENV, "-1"))
-    signal_at, _, names = os.environ.get(SIGNAL_ENV, "-1").partition(":")
-    signal_at = int(signal_at)
-    signal_with = [getattr(signal, n) for n in (names or "SIGINT").split(",")]
+    hooks = TestHooks()
     params = list(model.parameters())
     clip = conf.optim.clip if conf.optim.clip is not None else math.inf  # inf: measure, never clip
 
@@ -413,11 +435,7 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
                                        torch.tensor(float(len(y)), device=device, dtype=torch.float64),
                                        grad_norm.detach().double()])
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            if step == kill_at:
-                os._exit(17)
-            if step == signal_at:  # test hook: the signals a user or a scheduler would send, here
-                for sig in signal_with:
-                    os.kill(os.getpid(), sig)
+            hooks.after_step(step)
             if stop is not None and stop.signum is not None:
                 tracker.flush()
                 _save(conf_dict, model, opt, sampler, noise, step, time.perf_counter() - t_start, run_id, best_val,
