@@ -99,25 +99,25 @@ def pack_key(conf: TrainConfig) -> Optional[tuple]:
             tc.ckpt_every, conf.optim.weight_decay, repr(conf.data), conf.device, conf.deterministic)
 
 
-def group(jobs: list[Job], pack: Optional[int]) -> list[list[int]]:
-    """Job indices cut into packs: jobs with equal `pack_key` in order of appearance, at most `pack` per
-    pack (None: BEST_PACK of the cell); a job that cannot be packed (trained alone, `train_alone`), or whose config is invalid (it fails
-    alone, with its error), is a pack of one."""
+def group(jobs: list[Job], pack: Optional[int]) -> list[tuple[list[int], bool]]:
+    """Job indices cut into packs, each with whether it trains alone: jobs with equal `pack_key` in order
+    of appearance, at most `pack` per pack (None: BEST_PACK of the cell); a job that cannot be packed, or
+    whose config is invalid, trains alone (`train_alone`, which reports its error as a run alone does)."""
     buckets: dict = {}
-    packs: list[list[int]] = []
+    packs: list[tuple[list[int], bool]] = []
     for i, job in enumerate(jobs):
         try:
             key = pack_key(to_objects(job.cfg))
         except MftrnnError:
             key = None
         if key is None:
-            packs.append([i])
+            packs.append(([i], True))
             continue
         bucket = buckets.setdefault(key, [])
         size = pack if pack is not None else BEST_PACK[key[3].value]
         if not bucket or len(bucket[-1]) >= size:
             bucket.append([])
-            packs.append(bucket[-1])
+            packs.append((bucket[-1], False))
         bucket[-1].append(i)
     return packs
 
@@ -491,18 +491,14 @@ def train_alone(job: Job) -> Outcome:
         handler.close()
 
 
-def _packable(job: Job) -> bool:
-    try:
-        return pack_key(to_objects(job.cfg)) is not None
-    except MftrnnError:
-        return True  # its error is reported by prepare, as for any run
+def _train_group(jobs: list[Job], alone: bool) -> list[Outcome]:
+    return [train_alone(jobs[0])] if alone else train_pack(jobs)
 
 
-def _run_one_pack(jobs: list[Job]) -> list[Outcome]:
+def _run_one_pack(jobs: list[Job], alone: bool) -> list[Outcome]:
+    """In a worker process: an interrupt becomes each run's outcome (exceptions of ours do not cross)."""
     try:
-        if len(jobs) == 1 and not _packable(jobs[0]):
-            return [train_alone(jobs[0])]
-        return train_pack(jobs)
+        return _train_group(jobs, alone)
     except Stopped as exc:
         return [Outcome.failed(exc)] * len(jobs)
 
@@ -511,17 +507,13 @@ def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcom
     """Every job, in packs (`group`); with workers > 1, one process per GPU (`workers` GPUs from
     CUDA_VISIBLE_DEVICES), each training one pack at a time; else the packs one after the other here."""
     packs = group(jobs, pack)
-    for n, members in enumerate(packs):
-        log.info("pack %d: %d run(s): %s", n, len(members), ", ".join(str(jobs[i].run_dir) for i in members))
+    for n, (members, alone) in enumerate(packs):
+        log.info("pack %d: %d run(s)%s: %s", n, len(members), " (trained alone: not packable)" if alone else "",
+                 ", ".join(str(jobs[i].run_dir) for i in members))
     outcomes: list[Optional[Outcome]] = [None] * len(jobs)
     if workers <= 1:
-        for members in packs:
-            pack_jobs = [jobs[i] for i in members]
-            if len(members) == 1 and not _packable(pack_jobs[0]):
-                results = [train_alone(pack_jobs[0])]
-            else:
-                results = train_pack(pack_jobs)
-            for i, res in zip(members, results):
+        for members, alone in packs:
+            for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):
                 outcomes[i] = res
         return outcomes  # type: ignore[return-value]
     import multiprocessing as mp
@@ -534,8 +526,8 @@ def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcom
         gpus.put(gpu)
     # each worker takes one GPU for its life, and trains one pack at a time
     with ctx.Pool(workers, initializer=_pin_worker, initargs=(gpus,)) as pool:
-        results = [pool.apply_async(_run_one_pack, ([jobs[i] for i in members],)) for members in packs]
-        for members, res in zip(packs, results):
+        results = [pool.apply_async(_run_one_pack, ([jobs[i] for i in members], alone)) for members, alone in packs]
+        for (members, _), res in zip(packs, results):
             for i, out in zip(members, res.get()):
                 outcomes[i] = out
     return outcomes  # type: ignore[return-value]
