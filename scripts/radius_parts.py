@@ -7,7 +7,8 @@ mean keep / write / open values and the spectral norm of the candidate's recurre
     python scripts/radius_parts.py lstm:critical+init.log10_gain=-0.42:5000:path/to/model_1000.pt ...
 
 Cases as in scripts/diagnose_table.py (`cell:init[+overrides]:pad:checkpoint`); the init is rebuilt as
-`mftrnn train` builds it (seed 0, hidden 256). Checkpoints: the model_N.pt kept by scripts/gpu/evidence.py.
+`mftrnn train` builds it, and the checkpoint read, by `mftrnn diagnose`'s own code (seed 0, hidden 256).
+Checkpoints: the model_N.pt kept by scripts/gpu/evidence.py.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import argparse
 import json
 
 import numpy as np
-import torch
 from hydra import compose, initialize_config_module
 
 
@@ -47,27 +47,24 @@ def radius(cell: str, st: dict, H: int) -> tuple[float, dict]:
     return float(np.abs(np.linalg.eigvals(J)).max()), gates
 
 
-def init_state(cell: str, init: str, pad: int, hidden: int) -> dict:
-    import mftrnn.train  # noqa: F401  registers the schemas
+def weights(cell: str, init: str, pad: int, hidden: int, ckpt: str | None = None) -> dict:
+    """The init's weights as `mftrnn train` builds them (mftrnn diagnose's build_model: seed 0, module,
+    init), or with `ckpt` the checkpoint's, as float64 tensors."""
     from mftrnn.data import load_splits
-    from mftrnn.inits import initialize, task_shape
-    from mftrnn.models import RNNClassifier
+    from mftrnn.diagnose_app import build_model
     from mftrnn.schema import to_objects
-    from mftrnn.seeding import seed_everything
     from mftrnn.tasks import build_task
 
     scheme, *extra = init.split("+")
     with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"cell={cell}", f"init={scheme}", *extra, f"task.pad={pad}",
-                                                       f"model.hidden={hidden}", "seed=0"])
+        cfg = compose(config_name="diagnose", overrides=[f"cell={cell}", f"init={scheme}", *extra, f"task.pad={pad}",
+                                                          f"model.hidden={hidden}"] + ([f"ckpt='{ckpt}'"] if ckpt else []))
     conf = to_objects(cfg)
-    seed_everything(conf.seed)  # as mftrnn train: the same init for the same seed
     task = build_task(conf.task)
-    model = RNNClassifier(conf.cell.kind, task.input_size, conf.model)
     splits = load_splits(task.dataset, conf.data)
     task.fit(splits)
-    initialize(model, conf.init, task_shape(task, splits, conf.init))
-    return {k: v.double() for k, v in model.state_dict().items()}
+    model, _ = build_model(conf, task, splits)
+    return {k: v.detach().double() for k, v in model.state_dict().items()}
 
 
 def main() -> None:
@@ -82,8 +79,8 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for case in a.cases:
         cell, init, pad, ckpt = case.split(":", 3)
-        s0 = init_state(cell, init, int(pad), a.hidden)
-        st = {k: v.double() for k, v in torch.load(ckpt, map_location="cpu", weights_only=False)["model"].items()}
+        s0 = weights(cell, init, int(pad), a.hidden)
+        st = weights(cell, init, int(pad), a.hidden, ckpt)
         u_only = {**s0, "rnn.weight_hh_l0": st["rnn.weight_hh_l0"]}
         b_only = {**s0, "rnn.bias_ih_l0": st["rnn.bias_ih_l0"], "rnn.bias_hh_l0": st["rnn.bias_hh_l0"]}
         (r0, g0), (r1, g1) = radius(cell, s0, a.hidden), radius(cell, st, a.hidden)
