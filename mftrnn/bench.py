@@ -42,6 +42,12 @@ def bare_loop(cell: str, steps: int, warmup: int, seq_len: int, batch: int, inpu
         loss.backward()
         opt.step()
 
+    return steps_per_s(step, steps, warmup, device)
+
+
+def steps_per_s(step, steps: int, warmup: int = 0, device: torch.device = torch.device("cuda")) -> float:
+    """Calls per second of `step()` over `steps` calls, after `warmup` untimed ones; the device is
+    synchronized before and after the timed calls, so queued GPU work is counted."""
     for _ in range(warmup):
         step()
     _sync(device)

@@ -8,12 +8,12 @@ the same Adam for the eager step; deterministic algorithms off for both (a probe
 """
 from __future__ import annotations
 
-import time
 import traceback
 
 import torch
 import torch.nn.functional as F
 
+from mftrnn.bench import steps_per_s
 from mftrnn.models import RNNClassifier
 from mftrnn.packed import PackedRNN
 from mftrnn.schema import CellKind, ModelConfig
@@ -39,15 +39,6 @@ def one_step(model, opt, x, y, k):
     return loss
 
 
-def timed(fn, n: int = 30) -> float:
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return n / (time.perf_counter() - t)
-
-
 def eager(cell: str, k: int) -> float:
     model, opt, x, y = build(cell, k, capturable=False)
 
@@ -56,7 +47,7 @@ def eager(cell: str, k: int) -> float:
         one_step(model, opt, x, y, k)
     for _ in range(3):
         step()
-    return timed(step)
+    return steps_per_s(step, 30)
 
 
 def graphed(cell: str, k: int) -> float:
@@ -72,7 +63,7 @@ def graphed(cell: str, k: int) -> float:
     opt.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         one_step(model, opt, x, y, k)
-    return timed(graph.replay)
+    return steps_per_s(graph.replay, 30)
 
 
 def main() -> None:

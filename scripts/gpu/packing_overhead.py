@@ -8,12 +8,12 @@ packed step's parts switched on in turn, deterministic on and off; then a profil
 """
 from __future__ import annotations
 
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from mftrnn.bench import steps_per_s
 from mftrnn.models import RNNClassifier
 from mftrnn.packed import PackedAdam, PackedRNN, clip_per_run, guard_params
 from mftrnn.schema import CellKind, ModelConfig
@@ -22,15 +22,8 @@ from mftrnn.seeding import set_determinism
 T, B, H, N_IN = 1028, 128, 256, 28
 
 
-def timed(step, n=40, warm=5) -> float:
-    for _ in range(warm):
-        step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        step()
-    torch.cuda.synchronize()
-    return n / (time.perf_counter() - t)
+def timed(step) -> float:
+    return steps_per_s(step, 40, warmup=5)
 
 
 def main() -> None:
