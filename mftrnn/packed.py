@@ -155,7 +155,7 @@ def clip_per_run(model: PackedRNN, max_norms: list[float] | Tensor, ok: Optional
     factor = torch.clamp(limits / (norms + 1e-6), max=1.0)
     for key, p in params.items():
         g = model.run_view(key, p.grad)
-        g.copy_(torch.where(keep.view(1, -1, 1), g * factor.to(g.dtype).view(1, -1, 1), 0.0))
+        g.mul_(factor.to(g.dtype).view(1, -1, 1)).masked_fill_(~keep.view(1, -1, 1), 0.0)  # NaN entries too
     return norms
 
 
@@ -176,8 +176,7 @@ def guard_params(model: PackedRNN, bound: float = PARAM_BOUND) -> Tensor:
         v = model.run_view(key, p)
         big |= ~(v.abs().amax(dim=(0, 2)) <= bound)  # NaN compares False: caught too
     for key, p in params.items():
-        v = model.run_view(key, p)
-        v.copy_(torch.where(big.view(1, -1, 1), 0.0, v))
+        model.run_view(key, p).masked_fill_(big.view(1, -1, 1), 0.0)  # in place; NaN entries too
     return big
 
 

@@ -271,7 +271,9 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
     on_device: dict = {}
     splits = []
     for p in preps:  # one copy on the device per distinct data
-        splits.append(on_device.setdefault(id(p.splits), p.splits.to(device)))
+        if id(p.splits) not in on_device:
+            on_device[id(p.splits)] = p.splits.to(device)
+        splits.append(on_device[id(p.splits)])
     samplers = [BatchSampler(len(s.train_x), seed=p.conf.seed, device=device) for p, s in zip(preps, splits)]
     noises = [torch.Generator(device=device).manual_seed(p.conf.seed + 1) for p in preps]
     for p, sampler, noise in zip(preps, samplers, noises):
