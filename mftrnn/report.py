@@ -14,6 +14,8 @@ import numpy as np
 from pathlib import Path
 from typing import Iterable, Optional
 
+from mftrnn.schema import VOLATILE_KEYS, flatten, under
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
@@ -54,23 +56,14 @@ def find_runs(roots: Iterable[Path]) -> list[Path]:
 
 
 # Config keys that never tell runs apart in a label: the seed (runs differing only in it are one group)
-# and the keys that change nothing a run computes (mftrnn.train.VOLATILE_KEYS; repeated here so that the
-# report does not import the trainer).
-UNLABELLED = ("seed", "train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every", "train.eval_test",
-              "train.eval_batch_size", "train.log_every", "device", "data.root", "data.download", "wandb",
-              "experiment_name", "scale")
+# and the keys that change nothing a run computes.
+UNLABELLED = ("seed",) + VOLATILE_KEYS
 SHORT = {"cell.kind": "cell", "init.scheme": "init", "task.name": "task", "optim.name": "optim"}
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
-    return out
+def _flat(d: dict) -> dict:
+    """The config flattened, lists as JSON text (hashable, for grouping)."""
+    return {k: json.dumps(v) if isinstance(v, list) else v for k, v in flatten(d).items()}
 
 
 @dataclass
@@ -125,7 +118,7 @@ def differing(runs: list[Run]) -> list[str]:
             parts = list(by.values())
         return any(len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in part}) > 1 for part in parts)
 
-    out = [k for k in keys if not any(k == u or k.startswith(u + ".") for u in UNLABELLED) and varies(k)]
+    out = [k for k in keys if not under(k, UNLABELLED) and varies(k)]
     first = ["task.name", "cell.kind", "init.scheme"]
     return [k for k in first if k in out] + sorted(k for k in out if k not in first)
 

@@ -592,6 +592,30 @@ def run_tag(override_dirname: str) -> str:
     return tag
 
 
+# Keys that may differ between a checkpoint and the run that resumes it: they change neither the
+# model nor the data order (train.steps may grow, to continue a finished run). conf/train.yaml keeps
+# the same keys out of run-dir names, and `mftrnn report` never labels runs by them.
+VOLATILE_KEYS = ("train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every", "train.eval_test",
+                 "train.eval_batch_size", "train.log_every", "device", "data.root", "data.download", "wandb",
+                 "experiment_name", "scale")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"a.b.c": value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def under(key: str, prefixes) -> bool:
+    """`key` is one of `prefixes` or lies below one of them (wandb.mode under wandb)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore under `schema/...` (never as group choices)."""
     OmegaConf.register_new_resolver("run_tag", run_tag, replace=True)

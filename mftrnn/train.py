@@ -39,7 +39,8 @@ from mftrnn.errors import ConfigError, DivergedError, MftrnnError, run_or_exit
 from mftrnn.gpus import pin_for_hydra_job
 from mftrnn.inits import effective_gate_biases, initialize, task_shape
 from mftrnn.models import RNNClassifier
-from mftrnn.schema import OptimName, Resume, TrainConfig, register_configs, to_objects
+from mftrnn.schema import (VOLATILE_KEYS, OptimName, Resume, TrainConfig, flatten, register_configs, to_objects,
+                           under)
 from mftrnn.seeding import pick_device, rng_state, seed_everything, set_determinism, set_rng_state
 from mftrnn.tasks import SequenceTask, build_task
 from mftrnn.tracking import METRICS_NAME, Tracker, new_run_id, read_json, truncate_metrics, write_json
@@ -62,12 +63,6 @@ def _register_packed_launcher() -> None:
 _register_packed_launcher()
 
 SUMMARY_NAME = "summary.json"
-# Keys that may differ between a checkpoint and the run that resumes it: they change neither the
-# model nor the data order (train.steps may grow, to continue a finished run).
-# conf/train.yaml keeps the same keys out of run-dir names.
-VOLATILE_KEYS = ("train.steps", "train.resume", "train.ckpt_every", "train.progress", "train.eval_every", "train.eval_test",
-                 "train.eval_batch_size", "train.log_every", "device", "data.root", "data.download", "wandb",
-                 "experiment_name", "scale")
 # Each split's random padding (task.pad_value=noise) comes from its own fixed seed, seed + offset.
 EVAL_NOISE_SEED = {"val": 2, "train": 3, "test": 4}
 # Test hook: exit abruptly (as a kill would) right after this optimizer step.
@@ -166,20 +161,7 @@ def evaluate(model: RNNClassifier, task: SequenceTask, x: torch.Tensor, y: torch
 
 def _identity(conf_dict: dict) -> dict:
     """The config minus VOLATILE_KEYS: what must match for a checkpoint to be resumed."""
-    flat = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if any(key == vk or key.startswith(vk + ".") for vk in VOLATILE_KEYS):
-                continue
-            if isinstance(v, dict):
-                walk(v, key + ".")
-            else:
-                flat[key] = v
-
-    walk(conf_dict, "")
-    return flat
+    return {k: v for k, v in flatten(conf_dict).items() if not under(k, VOLATILE_KEYS)}
 
 
 def _check_same_run(saved: dict, now: dict, run_dir: Path) -> None:
