@@ -58,55 +58,56 @@ def steps_per_s(step, steps: int, warmup: int = 0, device: torch.device = torch.
     return steps / (time.perf_counter() - t0)
 
 
-def runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str,
-           deterministic: bool, extra: list[str]) -> float:
-    """Steps/s of `mftrnn train` on padded MNIST (rows, T = 28 + pad), from its metrics.jsonl:
-    every logged window but the first (warm-up), combined as total steps / total time."""
+def _runner_configs(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str,
+                    extra: list[str], seeds: list[int]) -> list:
+    """`mftrnn train` configs of the timed runs: padded MNIST (rows, T = 28 + pad), steps + window steps
+    logged every `window`, no evaluation or checkpoint on the way, one per seed."""
     from hydra import compose, initialize_config_module
-
-    from mftrnn.train import train
-
-    overrides = [f"cell={cell}", "task=padded_mnist", f"task.pad={pad}", f"model.hidden={hidden}",
-                 f"train.batch_size={batch}", f"train.steps={steps + window}", f"train.log_every={window}",
-                 f"train.eval_every={10**9}", f"train.ckpt_every={10**9}", "train.progress=false",
-                 "wandb.mode=disabled", f"device={device}", f"deterministic={str(deterministic).lower()}", *extra]
-    with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        train(cfg, Path(tmp))
-        records = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
-    windows = [r for r in records if "steps_per_s" in r][1:]  # drop the warm-up window
-    total_time = sum(window / r["steps_per_s"] for r in windows)
-    return window * len(windows) / total_time
-
-
-def packed_runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str, k: int,
-                  extra: list[str]) -> float:
-    """Steps/s of k `mftrnn train` runs (seeds 0 .. k-1) trained as one pack (mftrnn/packed_train.py, as
-    hydra/launcher=packed does), from run 0's metrics.jsonl, warm-up window dropped. Each step advances
-    all k runs: runs/hour scale with k x steps/s."""
-    from hydra import compose, initialize_config_module
-
-    from mftrnn.packed_train import Job, train_pack
 
     base = [f"cell={cell}", "task=padded_mnist", f"task.pad={pad}", f"model.hidden={hidden}",
             f"train.batch_size={batch}", f"train.steps={steps + window}", f"train.log_every={window}",
             f"train.eval_every={10**9}", f"train.ckpt_every={10**9}", "train.progress=false",
             "wandb.mode=disabled", f"device={device}", *extra]
     with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
-        cfgs = [compose(config_name="train", overrides=base + [f"seed={s}"]) for s in range(k)]
+        return [compose(config_name="train", overrides=base + [f"seed={s}"]) for s in seeds]
+
+
+def _logged_rate(metrics: Path, window: int) -> float:
+    """Steps/s from a run's metrics.jsonl: every logged window but the first (warm-up), combined as
+    total steps / total time."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    windows = [r for r in records if "steps_per_s" in r][1:]
+    return window * len(windows) / sum(window / r["steps_per_s"] for r in windows)
+
+
+def runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str,
+           deterministic: bool, extra: list[str]) -> float:
+    """Steps/s of `mftrnn train` on padded MNIST (rows, T = 28 + pad), from its metrics.jsonl."""
+    from mftrnn.train import train
+
+    (cfg,) = _runner_configs(cell, steps, window, pad, batch, hidden, device,
+                             [f"deterministic={str(deterministic).lower()}", *extra], [0])
+    with tempfile.TemporaryDirectory() as tmp:
+        train(cfg, Path(tmp))
+        return _logged_rate(Path(tmp) / "metrics.jsonl", window)
+
+
+def packed_runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str, k: int,
+                  extra: list[str]) -> float:
+    """Steps/s of k `mftrnn train` runs (seeds 0 .. k-1) trained as one pack (mftrnn/packed_train.py, as
+    hydra/launcher=packed does), from run 0's metrics.jsonl. Each step advances all k runs: runs/hour
+    scale with k x steps/s."""
+    from mftrnn.packed_train import Job, train_pack
+
+    cfgs = _runner_configs(cell, steps, window, pad, batch, hidden, device, extra, list(range(k)))
     with tempfile.TemporaryDirectory() as tmp:
         jobs = [Job(cfg, Path(tmp) / f"run{s}", Path(tmp) / f"run{s}.log") for s, cfg in enumerate(cfgs)]
         for job in jobs:
             job.run_dir.mkdir()
-        outcomes = train_pack(jobs)
-        failed = [o.message for o in outcomes if o.kind is not None]
+        failed = [o.message for o in train_pack(jobs) if o.kind is not None]
         if failed:
             raise RuntimeError(f"packed bench run failed: {failed[0]}")
-        records = [json.loads(line) for line in (jobs[0].run_dir / "metrics.jsonl").read_text().splitlines()]
-    windows = [r for r in records if "steps_per_s" in r][1:]
-    total_time = sum(window / r["steps_per_s"] for r in windows)
-    return window * len(windows) / total_time
+        return _logged_rate(jobs[0].run_dir / "metrics.jsonl", window)
 
 
 def bench_packed(a) -> None:
