@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mftrnn.cells import CANDIDATE
 from mftrnn.cells import GATES as _GATE_NAMES
 from mftrnn.schema import CellKind, ModelConfig
 
@@ -37,3 +38,22 @@ class RNNClassifier(nn.Module):
         for piece in x.split(self.max_chunk, dim=0):
             out, state = self.rnn(piece, state)  # out: (t, B, H)
         return self.head(out[-1])  # (B, num_classes)
+
+
+def norm_cap_factor(blocks: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+    """min(1, cap / ||W||_2) for a stack of square blocks (..., H, H); `cap` broadcasts against the
+    leading dims. Non-finite entries count as zero (a diverged run is stopped elsewhere; svdvals must not
+    fail on it)."""
+    norms = torch.linalg.svdvals(torch.nan_to_num(blocks, nan=0.0, posinf=0.0, neginf=0.0))[..., 0]
+    return torch.clamp(cap / norms.clamp_min(1e-30), max=1.0)
+
+
+@torch.no_grad()
+def cap_candidate_norm(rnn: nn.RNNBase, cap: float) -> None:
+    """Scale the candidate's recurrent block of every layer (rows of gate g / n of weight_hh, (H, H)) so
+    that its spectral norm is at most `cap` (docs/theory.md §10.5: the training-side condition)."""
+    kind = CellKind.lstm if isinstance(rnn, nn.LSTM) else CellKind.gru
+    j, h = GATES[kind].index(CANDIDATE[kind.value]), rnn.hidden_size
+    for layer in range(rnn.num_layers):
+        block = getattr(rnn, f"weight_hh_l{layer}")[j * h:(j + 1) * h]  # (H, H), a view
+        block.mul_(norm_cap_factor(block, torch.tensor(cap, dtype=block.dtype, device=block.device)))

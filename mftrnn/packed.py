@@ -27,7 +27,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from mftrnn.models import GATES, RNNClassifier
+from mftrnn.cells import CANDIDATE
+from mftrnn.models import GATES, RNNClassifier, norm_cap_factor
 
 Tensor = torch.Tensor
 NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -157,6 +158,22 @@ def clip_per_run(model: PackedRNN, max_norms: list[float] | Tensor, ok: Optional
         g = model.run_view(key, p.grad)
         g.mul_(factor.to(g.dtype).view(1, -1, 1)).masked_fill_(~keep.view(1, -1, 1), 0.0)  # NaN entries too
     return norms
+
+
+@torch.no_grad()
+def cap_candidate_per_run(model: PackedRNN, caps: Tensor, frozen: Optional[Tensor] = None) -> None:
+    """`mftrnn.models.cap_candidate_norm` for each run of the pack: run r's candidate recurrent block of
+    every layer scaled to spectral norm at most caps[r] ((K,) on the parameters' device, inf: no bound).
+    `frozen` (K,) bool: runs left as they are."""
+    g, k, h = len(GATES[model.cell]), model.k, model.hidden
+    j = GATES[model.cell].index(CANDIDATE[model.cell.value])
+    for layer in range(model.layers):
+        w = getattr(model.rnn, f"weight_hh_l{layer}").view(g, k, h, k, h)[j]  # (K, H, K, H)
+        blocks = torch.diagonal(w, dim1=0, dim2=2).permute(2, 0, 1)  # (K, H, H): run r's own block, a view
+        factor = norm_cap_factor(blocks, caps.to(blocks.dtype))
+        if frozen is not None:
+            factor = torch.where(frozen, 1.0, factor)
+        blocks.mul_(factor.view(k, 1, 1))
 
 
 # A run whose weights exceed this is treated as diverged (`guard_params`): below it every activation and

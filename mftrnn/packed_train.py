@@ -34,7 +34,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from mftrnn.errors import MftrnnError
-from mftrnn.packed import PackedAdam, PackedRNN, clip_per_run, guard_params
+from mftrnn.packed import PackedAdam, PackedRNN, cap_candidate_per_run, clip_per_run, guard_params
 from mftrnn.schema import OptimName, TrainConfig, to_objects
 from mftrnn.tasks import build_task
 from mftrnn.tracking import Tracker, write_json
@@ -304,6 +304,9 @@ def _loop(preps, jobs, logs, packed: PackedRNN, popt: PackedAdam, opts, splits, 
     hooks = TestHooks()
     clips = torch.tensor([p.conf.optim.clip if p.conf.optim.clip is not None else math.inf for p in preps],
                          dtype=torch.float64, device=device)
+    cap_list = [p.conf.optim.candidate_norm_cap for p in preps]
+    caps = None if all(c is None for c in cap_list) else torch.tensor(
+        [c if c is not None else math.inf for c in cap_list], dtype=torch.float64, device=device)
     alive = [True] * k
     alive_dev = torch.ones(k, dtype=torch.bool, device=device)
     outcomes: list[Optional[Outcome]] = [None] * k
@@ -382,6 +385,8 @@ def _loop(preps, jobs, logs, packed: PackedRNN, popt: PackedAdam, opts, splits, 
                 first_bad = torch.where((first_bad < 0) & bad & alive_dev, step, first_bad)
                 popt.frozen = (first_bad >= 0) | ~alive_dev  # from its first bad step a run does not move
             popt.step()
+            if caps is not None:
+                cap_candidate_per_run(packed, caps, frozen=popt.frozen)
             with torch.no_grad():  # weights beyond float32's safe range: diverged at this step
                 first_bad = torch.where((first_bad < 0) & guard_params(packed) & alive_dev, step, first_bad)
                 popt.frozen = (first_bad >= 0) | ~alive_dev

@@ -290,9 +290,14 @@ class OptimConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0  # sgd and rmsprop
     clip: Optional[float] = 1.0  # global gradient-norm clip; null disables
+    # After every optimizer step, the candidate's recurrent block (LSTM U_g, GRU U_n) of each layer is
+    # scaled down to this spectral norm where it exceeds it; null: no bound (docs/theory.md §10.5)
+    candidate_norm_cap: Optional[float] = None
 
     def __post_init__(self) -> None:
         _positive("optim.lr", self.lr)
+        if self.candidate_norm_cap is not None:
+            _positive("optim.candidate_norm_cap", self.candidate_norm_cap)
         _non_negative("optim.weight_decay", self.weight_decay)
         _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
         if self.clip is not None:

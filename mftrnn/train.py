@@ -38,7 +38,7 @@ from mftrnn.data import Splits, load_splits
 from mftrnn.errors import ConfigError, DivergedError, MftrnnError, run_or_exit
 from mftrnn.gpus import pin_for_hydra_job
 from mftrnn.inits import effective_gate_biases, initialize, task_shape
-from mftrnn.models import RNNClassifier
+from mftrnn.models import RNNClassifier, cap_candidate_norm
 from mftrnn.schema import (VOLATILE_KEYS, OptimName, Resume, TrainConfig, flatten, register_configs, to_objects,
                            under)
 from mftrnn.seeding import pick_device, rng_state, seed_everything, set_determinism, set_rng_state
@@ -409,6 +409,8 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            if conf.optim.candidate_norm_cap is not None:
+                cap_candidate_norm(model.rnn, conf.optim.candidate_norm_cap)
             step += 1
             window_steps += 1
             pbar.update(1)

@@ -27,7 +27,7 @@ def diagnose(cell: str, init: str, pad: int, ckpt: str | None, hidden: int, devi
 
     scheme, *extra = init.split("+")
     overrides = [f"cell={cell}", f"init={scheme}", *extra, f"task.pad={pad}", f"model.hidden={hidden}",
-                 f"device={device}"] + ([f"ckpt={ckpt}"] if ckpt else [])
+                 f"device={device}"] + ([f"ckpt='{ckpt}'"] if ckpt else [])  # quoted: run dirs hold '=' and ','.
     with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
         cfg = compose(config_name="diagnose", overrides=overrides)
     with tempfile.TemporaryDirectory() as tmp:

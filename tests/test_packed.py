@@ -1,14 +1,17 @@
 """Block-diagonal packing: K runs trained as one module end exactly as each trained alone (CPU, float64)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import compose_train
 from mftrnn.inits import TaskShape, initialize
-from mftrnn.models import RNNClassifier
-from mftrnn.packed import PackedAdam, PackedRNN, clip_per_run, pack_inputs
+from mftrnn.cells import CANDIDATE
+from mftrnn.models import GATES, RNNClassifier, cap_candidate_norm
+from mftrnn.packed import PackedAdam, PackedRNN, cap_candidate_per_run, clip_per_run, pack_inputs
 from mftrnn.schema import CellKind, ModelConfig, to_objects
 
 T, B, N_IN, H = 12, 8, 5, 6
@@ -57,3 +60,37 @@ def test_a_pack_trains_each_run_as_if_alone(cell, layers):
 def test_packing_refuses_different_shapes():
     with pytest.raises(ValueError, match="share"):
         PackedRNN([model("lstm", "standard", 0, 1), model("lstm", "standard", 0, 2)])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_candidate_norm_cap_per_run_equals_the_cap_of_a_run_alone(cell):
+    """optim.candidate_norm_cap: each run's candidate block (every layer) is bounded by its own cap, as
+    `cap_candidate_norm` bounds a run alone; a run without a cap, or frozen, is left as it is."""
+    models = [model(cell, "standard", s, 2) for s in range(3)]
+    with torch.no_grad():
+        for m in models:
+            for p in m.rnn.parameters():
+                p.mul_(5.0)  # candidate blocks well above every cap below
+    packed = PackedRNN([model(cell, "standard", s, 2) for s in range(3)]).double()
+    for r, m in enumerate(models):
+        packed.load_run(r, m.state_dict())
+    caps = [0.5, None, 0.8]
+    frozen = torch.tensor([False, False, True])
+    cap_candidate_per_run(packed, torch.tensor([c if c is not None else math.inf for c in caps], dtype=torch.float64),
+                          frozen=frozen)
+    j = GATES[CellKind(cell)].index(CANDIDATE[cell])
+    for r, (m, cap) in enumerate(zip(models, caps)):
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        if cap is not None and not frozen[r]:
+            cap_candidate_norm(m.rnn, cap)
+        got = packed.unpack(r)
+        assert all(torch.allclose(got[k], v, rtol=1e-10, atol=1e-12) for k, v in m.state_dict().items()), r
+        for layer in range(2):
+            key = f"rnn.weight_hh_l{layer}"
+            norm = torch.linalg.matrix_norm(got[key][j * H:(j + 1) * H], ord=2).item()
+            if cap is not None and not frozen[r]:
+                assert norm == pytest.approx(cap, rel=1e-9)
+                other = [g for g in range(len(GATES[CellKind(cell)])) if g != j][0]  # other gates untouched
+                assert torch.equal(got[key][other * H:(other + 1) * H], before[key][other * H:(other + 1) * H])
+            else:
+                assert torch.equal(got[key], before[key]) and norm > 1.0

@@ -102,3 +102,25 @@ def test_sweep_dirs_are_deterministic_and_a_rerun_resumes(tmp_path, data_root):
     res = run_cli("train", *args)
     assert res.returncode == 0 and res.stderr.count("already complete") + res.stdout.count("already complete") == 4
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("summary.json")} == before
+
+
+def test_candidate_norm_cap_bounds_the_trained_block(tmp_path, data_root):
+    """optim.candidate_norm_cap holds after every step: the trained candidate block's spectral norm is at
+    most the cap (and is above it without the cap, so the bound did something)."""
+    from mftrnn.cells import CANDIDATE
+    from mftrnn.models import GATES
+    from mftrnn.schema import CellKind
+
+    def candidate_norm(run_dir: Path, cell: str) -> float:
+        w = torch.load(run_dir / "ckpt_last.pt", weights_only=False)["model"]["rnn.weight_hh_l0"]
+        j, h = GATES[CellKind(cell)].index(CANDIDATE[cell]), w.shape[1]
+        return torch.linalg.matrix_norm(w[j * h:(j + 1) * h], ord=2).item()
+
+    for cell in ("lstm", "gru"):
+        args = [*TINY, f"cell={cell}", "init=critical", "optim.lr=0.05"]
+        free, capped = tmp_path / f"{cell}-free", tmp_path / f"{cell}-capped"
+        train(compose_train([*args, f"hydra.run.dir={free}"]), free)
+        train(compose_train([*args, "optim.candidate_norm_cap=0.9", f"hydra.run.dir={capped}"]), capped)
+        assert candidate_norm(free, cell) > 0.95
+        assert candidate_norm(capped, cell) <= 0.9 + 1e-5
+        assert read(capped / "summary.json")["config"]["optim"]["candidate_norm_cap"] == 0.9

@@ -39,7 +39,8 @@ KEEP_AT = (200, 1000)
 def run(name: str, gpu: int, overrides: list[str], steps: int, keep: bool, root: Path, log, deadline: float) -> None:
     run_dir = root / name
     segments = [s for s in KEEP_AT if s < steps] + [steps] if keep else [steps]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # a caller's choice of GPUs is kept: index into it
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible.split(",")[gpu] if visible else str(gpu)}
     for seg in segments:
         left = deadline - time.time()
         if left < 30:
