@@ -28,15 +28,33 @@ INIT_COLORS = {"critical": "tab:red", "chrono": "tab:green", "standard": "tab:bl
 CELL_STYLES = {"lstm": "-", "gru": "--"}
 
 
-def _style(i: int, run: "Run", keys: list[str]) -> dict:
-    """Line colour and style of a group: by init and cell where those tell the groups apart, else by
-    the group's index."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _style(i: int, run: "Run", keys: list[str], j: int = 0) -> dict:
+    """Line colour, style and marker of a group: colour by init, line style by cell where those are
+    among what differs; then the marker tells apart the j-th combination of the other keys (task.permute,
+    task.name, ...). Without init among the keys, colour by the group's index."""
     init, cell = run.config.get("init.scheme"), run.config.get("cell.kind")
-    others = [k for k in keys if k not in ("init.scheme", "cell.kind")]
-    if "init.scheme" in keys and not others:
-        return {"color": INIT_COLORS.get(init), "ls": CELL_STYLES.get(cell, "-")}
+    ls = CELL_STYLES.get(cell, "-") if "cell.kind" in keys else "-"
+    if "init.scheme" in keys and init in INIT_COLORS:
+        return {"color": INIT_COLORS[init], "ls": ls, "marker": MARKERS[j % len(MARKERS)]}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return {"color": colors[i % len(colors)], "ls": CELL_STYLES.get(cell, "-") if "cell.kind" in keys else "-"}
+    return {"color": colors[i % len(colors)], "ls": ls, "marker": "o"}
+
+
+def _others_index(grouped: dict[str, list["Run"]], keys: list[str]) -> dict[str, int]:
+    """Group label -> index of its combination of the keys other than init and cell (for the marker)."""
+    others = [k for k in keys if k not in ("init.scheme", "cell.kind")]
+    combos = {name: tuple(str(m[0].config.get(k)) for k in others) for name, m in grouped.items()}
+    order = {c: n for n, c in enumerate(sorted(set(combos.values())))}
+    return {name: order[c] for name, c in combos.items()}
+
+
+def _legend_outside(fig, ax) -> None:
+    """One legend for the figure, right of the panels, so that it never hides a curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
 
 
 def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -124,10 +142,11 @@ def differing(runs: list[Run]) -> list[str]:
 
 
 def label(run: Run, keys: list[str]) -> str:
-    """`cell=gru, init=chrono`: the run's values of `keys` (what tells it from the others)."""
+    """`cell=gru, init=chrono`: the run's values of `keys` (what tells it from the others); keys the
+    run's config does not have, or holds as null (task.repeats of an MNIST task), are left out."""
     if not keys:
         return f"{run.config.get('cell.kind', '?')}, {run.config.get('init.scheme', '?')}"
-    return ", ".join(f"{SHORT.get(k, k)}={run.config.get(k)}" for k in keys)
+    return ", ".join(f"{SHORT.get(k, k)}={run.config[k]}" for k in keys if run.config.get(k) is not None)
 
 
 def groups(runs: list[Run], keys: Optional[list[str]] = None) -> dict[str, list[Run]]:
@@ -153,15 +172,16 @@ def plot_learning(runs: list[Run], out: Path, metrics: tuple[str, ...] = ("val/a
     legends name what differs between the groups and how many seeds each has."""
     keys = differing(runs)
     grouped = groups(runs, keys)
+    marker = _others_index(grouped, keys)
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.4 * len(metrics), 4.4), dpi=120, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for i, (name, members) in enumerate(grouped.items()):
             steps, mean, lo, hi = _curve(members, metric)
             if not len(steps):
                 continue
-            style = _style(i, members[0], keys)
+            style = _style(i, members[0], keys, marker[name])
             seeds = f" ({len(members)} seeds)" if len(members) > 1 else ""
-            ax.plot(steps, mean, marker="o", ms=2.5, label=name + seeds, **style)
+            ax.plot(steps, mean, ms=3, label=name + seeds, **style)
             if len(members) > 1:
                 ax.fill_between(steps, lo, hi, color=style["color"], alpha=0.15, lw=0)
         if chance is not None and metric.endswith("acc"):
@@ -169,7 +189,7 @@ def plot_learning(runs: list[Run], out: Path, metrics: tuple[str, ...] = ("val/a
         ax.set_xlabel("training step (optimizer updates)")
         ax.set_ylabel(metric.replace("/", " ").replace("acc", "accuracy (fraction)"))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_outside(fig, axes[0][0])
     fig.suptitle(title or "learning curves", fontsize=10)
     return _save_fig(fig, out)
 
@@ -179,7 +199,9 @@ def plot_accuracy_vs_length(runs: list[Run], out: Path, metric: str = "test_acc"
     task's total length), mean over seeds with min .. max bars; a line per group of the other keys."""
     keys = [k for k in differing(runs) if not k.startswith("task.pad")]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for i, (name, members) in enumerate(groups(runs, keys).items()):
+    grouped = groups(runs, keys)
+    marker = _others_index(grouped, keys)
+    for i, (name, members) in enumerate(grouped.items()):
         by_t: dict[int, list[float]] = {}
         for r in members:
             if r.summary.get(metric) is not None or r.summary.get("diverged"):
@@ -189,8 +211,8 @@ def plot_accuracy_vs_length(runs: list[Run], out: Path, metric: str = "test_acc"
         ts = sorted(by_t)
         mean = np.array([np.mean(by_t[t]) for t in ts])
         err = np.array([[mean[j] - min(by_t[t]), max(by_t[t]) - mean[j]] for j, t in enumerate(ts)]).T
-        style = _style(i, members[0], keys)
-        ax.plot(ts, mean, marker="o", ms=4, label=name, **style)
+        style = _style(i, members[0], keys, marker[name])
+        ax.plot(ts, mean, ms=4, label=name, **style)
         ax.errorbar(ts, mean, yerr=err, fmt="none", ecolor=style["color"], capsize=3)
     ax.axhline(0.1, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xscale("log")
@@ -198,7 +220,7 @@ def plot_accuracy_vs_length(runs: list[Run], out: Path, metric: str = "test_acc"
     ax.set_ylabel(metric.replace("_", " ").replace("acc", "accuracy (fraction)"))
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _legend_outside(fig, ax)
     ax.set_title(title or "trainability against sequence length", fontsize=10)
     return _save_fig(fig, out)
 
@@ -234,7 +256,7 @@ def _steps_to_mean(runs: list[Run], level: float) -> str:
 def _save_fig(fig, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, bbox_inches="tight")  # a legend outside the axes is kept
     plt.close(fig)
     return out
 
@@ -291,7 +313,7 @@ def plot_diagnose(res: dict, out: Path) -> Path:
     fig.suptitle(f"{res['cell'].upper()} {what}, {res['task']} T = {net['steps']}", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, bbox_inches="tight")  # a legend outside the axes is kept
     plt.close(fig)
     return out
 

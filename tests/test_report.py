@@ -30,6 +30,8 @@ def test_runs_are_labelled_by_what_differs_and_seeds_are_one_group():
     assert list(grouped) == ["task.pad=10", "task.pad=100"]
     assert all(len(members) == 2 for members in grouped.values())
     assert label(runs[0], ["cell.kind", "init.scheme"]) == "cell=lstm, init=chrono"
+    # a key that a run's task does not have (task.repeats of padded MNIST) is left out of its label
+    assert label(runs[0], ["cell.kind", "task.repeats"]) == "cell=lstm"
 
 
 def test_a_groups_keys_count_only_within_one_choice():
