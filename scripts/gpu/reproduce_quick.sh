@@ -3,6 +3,7 @@
 # call while the machine stays warm (its /tmp survives); each call resumes where the last one stopped
 # (finished runs are skipped, a run cut by the time limit resumes from the checkpoint written at SIGTERM).
 #   source scripts/device_setup.sh && bash scripts/device_cifar.sh && bash scripts/gpu/reproduce_quick.sh "$OUT" 540
+# (a later call, the machine still warm: export PYTHONPATH=/tmp/site MFTRNN_DATA=/tmp/data PYTHONSAFEPATH=1 first)
 # Leaves $OUT/reproduce.txt (progress) and, once everything is done, $OUT/figures.tgz (the figures and
 # tables for docs/figures) and $OUT/runs.tgz (every run's metrics.jsonl, summary.json and .hydra).
 set -u
