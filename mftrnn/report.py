@@ -358,10 +358,45 @@ class SweepTable(Callback):
 
 
 # ----------------------------------------------------------------------------- trainability heat maps
+def follows(runs: list[Run], key: str, other: str) -> bool:
+    """Every value of `other` among the runs comes with one value of `key`: key is a function of other."""
+    per: dict = {}
+    for r in runs:
+        per.setdefault(json.dumps(r.config.get(other)), set()).add(json.dumps(r.config.get(key)))
+    return all(len(v) == 1 for v in per.values())
+
+
+def independent(runs: list[Run], keys: list[str]) -> list[str]:
+    """`keys` without those that follow an earlier kept one (a preset's linked key, i.mu = -f.mu)."""
+    kept: list[str] = []
+    for k in keys:
+        if not any(follows(runs, k, j) for j in kept):
+            kept.append(k)
+    return kept
+
+
+def linked_keys(runs: list[Run], x_key: str, y_key: str, xs: list[float], ys: list[float]) -> tuple:
+    """Gate hyperparameters that differ between the runs of a heat map and follow one of its axes (the
+    LSTM preset's i.mu = -f.mu), as (key, "x" or "y", value at each point of the axis), so that the
+    theory's grid moves them as the runs did."""
+    out = []
+    for key in sorted(k for k in runs[0].config if k.startswith("init.gates.") and k not in (x_key, y_key)):
+        if len({json.dumps(r.config.get(key)) for r in runs}) < 2:
+            continue
+        for axis, axis_key, values in (("x", x_key, xs), ("y", y_key, ys)):
+            if follows(runs, key, axis_key):
+                at = {float(r.config[axis_key]): float(r.config[key]) for r in runs}
+                out.append((key, axis, np.array([at[v] for v in values])))
+                break
+    return tuple(out)
+
+
 def run_config(run: Run):
     """The run's config as objects (mftrnn.schema), composed again from its .hydra/overrides.yaml, as
-    the command line composed it."""
+    the command line composed it; its init section as the run recorded it (summary.json), so that a
+    preset changed since then does not change what the theory is computed for."""
     from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
 
     import mftrnn.train  # noqa: F401  registers the schemas and resolvers the composition needs
     from mftrnn.schema import to_objects
@@ -369,7 +404,11 @@ def run_config(run: Run):
     text = (run.dir / ".hydra" / "overrides.yaml").read_text()
     overrides = [ln[2:].strip() for ln in text.splitlines() if ln.startswith("- ")]
     with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
-        return to_objects(compose(config_name="train", overrides=overrides))
+        cfg = compose(config_name="train", overrides=overrides)
+    recorded = (run.summary.get("config") or {}).get("init")
+    if recorded:
+        cfg = OmegaConf.merge(cfg, {"init": recorded})
+    return to_objects(cfg)
 
 
 def fit_c(trainable: np.ndarray, xi_c: np.ndarray, T: int) -> tuple[float, float]:
@@ -417,17 +456,18 @@ def trainability_map(runs: list[Run], x_key: str, y_key: str, out: Path, thresho
     hp = for_config(conf)
     T = int(runs[0].summary.get("seq_len") or runs[0].config.get("task.pad", 0) + 28)
     inp = theory_inputs.task_examples(conf.task, conf.data, [0, 1])
-    grid = compute_grid(hp, inp.R, (x_key, np.array(xs)), (y_key, np.array(ys)))
+    linked = linked_keys(runs, x_key, y_key, xs, ys)
+    grid = compute_grid(hp, inp.R, (x_key, np.array(xs)), (y_key, np.array(ys)), linked)
     trainable = acc >= threshold
     known = np.isfinite(acc)
     c, frac_untied = fit_c(trainable[known], grid["xi_C"][known], T)
     res = {"x_key": x_key, "y_key": y_key, "x": xs, "y": ys, "accuracy": acc.tolist(), "T": T,
            "threshold": threshold, "metric": metric, "c": c, "fraction_correct_untied": frac_untied,
-           "runs": int(known.sum())}
+           "runs": int(known.sum()), "linked": {key: f"with {axis}" for key, axis, _ in linked}}
     horizon = None
     if tied:
         hz = horizon_grid(hp, inp.R, (x_key, np.array(xs)), (y_key, np.array(ys)), inp.features(), inp.split, 1e-2,
-                          with_tied=True, population=population, seed=conf.seed)
+                          with_tied=True, population=population, seed=conf.seed, linked=linked)
         horizon = hz["horizon_tied"]  # NaN: longer than the sequence after the split
         predicted = np.isnan(horizon) | (horizon >= T - inp.split)
         res["fraction_correct_tied"] = float(np.mean(predicted[known] == trainable[known]))

@@ -47,7 +47,7 @@ def build_report(roots: list[Path], out: Path, name: str = "report", title: str 
         length = report.plot_accuracy_vs_length(done, out / f"{name}_length.png",
                                                 title=f"test accuracy against length: {setting}")
         written["figures"]["length"] = length.name
-    gate_keys = [k for k in keys if GATE_KEY.match(k)]
+    gate_keys = report.independent(done, [k for k in keys if GATE_KEY.match(k)])  # a linked key is no axis
     if map_keys is None and len(gate_keys) == 2:
         map_keys = gate_keys
     if map_keys:
@@ -104,7 +104,8 @@ def main(argv=None) -> None:
     p.add_argument("--name", default="report", help="file name stem of everything written")
     p.add_argument("--title", default="", help="the setting, for the figures' titles (default: from the runs)")
     p.add_argument("--map", nargs=2, metavar=("X_KEY", "Y_KEY"), default=None,
-                   help="heat map axes (default: the two init.gates.* keys the runs vary, if exactly two)")
+                   help="heat map axes (default: the two init.gates.* keys the runs vary, if exactly two; "
+                        "a key that follows another, as i.mu = -f.mu, moves with its axis)")
     p.add_argument("--threshold", type=float, default=0.5, help="test accuracy that counts as trainable (map)")
     p.add_argument("--no-tied", action="store_true", help="skip the tied theory's contour on the map")
     p.add_argument("--population", type=int, default=500, help="units per grid point of the tied theory")

@@ -470,7 +470,7 @@ class TheoryOptions:
     population: Optional[int] = None  # units of the sampled solvers; null: their defaults (200,000 untied, 20,000 tied)
     horizon_eps: float = 1e-2  # memory horizon: 1 - C/Q below horizon_eps x its value at the split
     simulate: bool = False
-    width: int = 1000
+    width: int = 1000  # simulated networks (meanfield, critical; pytorch, standard and chrono use model.hidden)
     seeds: int = 2
     grid: GridConfig = field(default_factory=GridConfig)
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
@@ -627,6 +627,8 @@ def register_configs() -> None:
     from mftrnn.gpus import gpu_count  # `hydra/launcher=gpus`: n_jobs = ${mftrnn_gpus:}
 
     OmegaConf.register_new_resolver("mftrnn_gpus", gpu_count, replace=True)
+    # ${mftrnn_neg:x} = -x: a preset ties one hyperparameter to another (the LSTM heat map's i.mu = -f.mu)
+    OmegaConf.register_new_resolver("mftrnn_neg", lambda x: -float(x), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="base_train", node=TrainConfig)
     cs.store(name="base_theory", node=TheoryConfig)

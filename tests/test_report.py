@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import DATA, MFTRNN, REPO, TINY, run_cli
-from mftrnn.report import Run, differing, fit_c, generalization_table, groups, label
+from mftrnn.report import Run, differing, fit_c, generalization_table, groups, independent, label, linked_keys
 
 
 def fake(seed: int, pad: int, init: str = "chrono", acc: float = 0.5) -> Run:
@@ -32,6 +32,23 @@ def test_runs_are_labelled_by_what_differs_and_seeds_are_one_group():
     assert label(runs[0], ["cell.kind", "init.scheme"]) == "cell=lstm, init=chrono"
     # a key that a run's task does not have (task.repeats of padded MNIST) is left out of its label
     assert label(runs[0], ["cell.kind", "task.repeats"]) == "cell=lstm"
+
+
+def test_a_key_that_follows_an_axis_is_linked_not_a_third_axis():
+    # the LSTM heat map: f.mu and g.sigma swept, i.mu = -f.mu set by the preset
+    runs = []
+    for mu in (0.0, 3.0):
+        for sigma in (0.5, 2.0):
+            r = fake(0, 500, "meanfield")
+            r.config.update({"init.gates.f.mu": mu, "init.gates.i.mu": -mu, "init.gates.g.sigma": sigma})
+            runs.append(r)
+    keys = differing(runs)
+    assert set(keys) == {"init.gates.f.mu", "init.gates.g.sigma", "init.gates.i.mu"}
+    assert independent(runs, keys) == ["init.gates.f.mu", "init.gates.g.sigma"]
+    (key, axis, values), = linked_keys(runs, "init.gates.f.mu", "init.gates.g.sigma", [0.0, 3.0], [0.5, 2.0])
+    assert (key, axis, values.tolist()) == ("init.gates.i.mu", "x", [-0.0, -3.0])
+    runs[0].config["init.gates.i.mu"] = 5.0  # no longer a function of f.mu: not linked
+    assert linked_keys(runs, "init.gates.f.mu", "init.gates.g.sigma", [0.0, 3.0], [0.5, 2.0]) == ()
 
 
 def test_a_groups_keys_count_only_within_one_choice():
@@ -83,5 +100,6 @@ def test_reproduce_smoke(tmp_path, data_root):
         assert (fig / name).exists(), name
     heat = json.loads((fig / "heatmap_lstm.json").read_text())["map"]
     assert heat["runs"] == 4 and 0 <= heat["fraction_correct_untied"] <= 1 and "fraction_correct_tied" in heat
+    assert heat["linked"] == {"init.gates.i.mu": "with x"}  # the preset's i.mu = -f.mu moves the theory too
     table = (fig / "generalization.md").read_text()
     assert "task=cifar10" in table and "task=unrolled_mnist" in table and "task=repeated_pixel" in table

@@ -149,6 +149,22 @@ def test_grid_is_vectorized():
     assert res["m1"][50, 30] == pytest.approx(float(closed.m1(single, fp, 1.0)), rel=1e-6)
 
 
+def test_a_linked_key_moves_with_its_axis():
+    """linked=(("init.gates.i.mu", "x", -xs),): every point is the scalar computation with i.mu = -f.mu
+    (the LSTM heat map's coupled slice), and differs from the grid without the link."""
+    hp = Hyper("lstm", {k: G() for k in "ifgo"})
+    xs, ys = np.array([0.0, 2.0, 4.0]), np.array([0.5, 1.5])
+    x, y = ("init.gates.f.mu", xs), ("init.gates.g.sigma", ys)
+    res = compute_grid(hp, 1.0, x, y, linked=(("init.gates.i.mu", "x", -xs),))
+    free = compute_grid(hp, 1.0, x, y)
+    for j, mu in enumerate(xs):
+        for i, sigma in enumerate(ys):
+            single = Hyper("lstm", {**{k: G() for k in "ifgo"}, "f": G(mu=mu), "i": G(mu=-mu), "g": G(sigma=sigma)})
+            fp = closed.fixed_point(single, 1.0)
+            assert res["m1"][i, j] == pytest.approx(float(closed.m1(single, fp, 1.0)), rel=1e-6)
+    assert not np.allclose(res["m1"][:, 1:], free["m1"][:, 1:])
+
+
 def test_cli_writes_theory_json_with_grid_and_simulation(tmp_path):
     out = tmp_path / "run"
     res = run_cli("theory", "cell=gru", "init.gates.z.mu=1", "theory.steps=30", "theory.split=10",

@@ -50,11 +50,18 @@ def check_grid(hp: Hyper, grid, source: str) -> None:
             raise ConfigError("theory.input.R is a grid key of the scenario inputs, not of theory/input=task")
 
 
-def compute_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> dict[str, np.ndarray]:
+# A key that moves with one axis of a grid: (key, "x" or "y", its value at each point of that axis); e.g.
+# the LSTM heat map's init.gates.i.mu = -init.gates.f.mu along x.
+Linked = tuple[str, str, np.ndarray]
+
+
+def compute_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray],
+                 linked: tuple[Linked, ...] = ()) -> dict[str, np.ndarray]:
     """Q_h*, m_1, lambda_C and xi_C = -1/ln lambda_C, and xi_Q on the grid; arrays are (len(y), len(x)).
-    xi_Q is left out (NaN) where a bias spread makes it cost d K map evaluations per point."""
+    xi_Q is left out (NaN) where a bias spread makes it cost d K map evaluations per point. `linked`:
+    keys that move with an axis."""
     vx, vy = x[1], y[1]
-    hp, r = _grid_hyper(hp, r_in, x, y)
+    hp, r = _grid_hyper(hp, r_in, x, y, linked)
     fp = fixed_point(hp, r)
     m_1, lam = tangent(hp, fp, r)
     spread = fp.rule[1].size > 1
@@ -62,10 +69,14 @@ def compute_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str
     return {"x": vx, "y": vy, "q_h": fp.q_h, "m1": m_1, "lambda_C": lam, "xi_C": xi(lam), "xi_Q": xi_q}
 
 
-def _grid_hyper(hp: Hyper, r_in, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray]) -> tuple[Hyper, np.ndarray]:
+def _grid_hyper(hp: Hyper, r_in, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray],
+                linked: tuple[Linked, ...] = ()) -> tuple[Hyper, np.ndarray]:
     (kx, vx), (ky, vy) = x, y
     hp, r = _set(hp, r_in, kx, vx[None, :])
     hp, r = _set(hp, r, ky, vy[:, None])
+    for key, axis, values in linked:
+        values = np.asarray(values, float)
+        hp, r = _set(hp, r, key, values[None, :] if axis == "x" else values[:, None])
     return hp, np.broadcast_to(np.asarray(r, float), (len(vy), len(vx)))
 
 
@@ -80,18 +91,19 @@ def _scaled_inputs(hp: Hyper, r: np.ndarray, r_ref: float) -> Hyper:
 
 def horizon_grid(hp: Hyper, r_in: float, x: tuple[str, np.ndarray], y: tuple[str, np.ndarray], features,
                  split: int, eps: float, with_tied: bool = True, population: int = 2000, seed: int = 0,
-                 device=None, chunk_gb: float = 4.0) -> dict[str, np.ndarray]:
+                 device=None, chunk_gb: float = 4.0, linked: tuple[Linked, ...] = ()) -> dict[str, np.ndarray]:
     """The memory horizon (eq. (T29)) on the grid, (len(y), len(x)) arrays, NaN where it is longer
     than steps - split: `horizon_untied` and, with `with_tied`, `horizon_tied`. Both come from the
     batched population of mftrnn.theory.tied (untied: fresh fields at every step; the same units'
     noise for every grid point and both theories), `population` units per point, as many points at
     once as fit in chunk_gb of memory. features: (S, T, d) inputs (scenario_features at r_in, or
-    task sequences); a theory.input.R axis scales them (scenario only)."""
+    task sequences); a theory.input.R axis scales them (scenario only). `linked`: keys that move with
+    an axis."""
     import torch
 
     from mftrnn.theory import tied
 
-    ghp, r = _grid_hyper(hp, r_in, x, y)
+    ghp, r = _grid_hyper(hp, r_in, x, y, linked)
     ghp = _scaled_inputs(ghp, r, r_in)
     shape, n = r.shape, r.size
     flat = {k: {a: np.broadcast_to(np.asarray(getattr(g, a), float), shape).ravel() for a in ("mu", "rho", "sigma", "nu")}
