@@ -132,14 +132,16 @@ def test_bad_tied_options_are_one_line_errors(tmp_path, args, expected):
 @pytest.mark.parametrize("init,cell", [("standard", "lstm"), ("chrono", "gru"), ("pytorch", "gru")])
 def test_every_init_through_the_app_with_its_own_networks(tmp_path, init, cell):
     """Any init: its mean-field description (eq. (T30)), the theory, and networks built by the init
-    code itself; the networks' one-step m_1 at R = 1 (width 256) within 10 % of the theory's."""
+    code itself, drawn at the model's hidden size (not theory.width: these inits' scales depend on the
+    layer's shape); the networks' one-step m_1 at R = 1 within 10 % of the theory's."""
     r = run(tmp_path, f"init={init}", f"cell={cell}", "theory.steps=30", "theory.split=10", "theory.simulate=true",
-            "theory.width=256", "theory.seeds=1", "task.pad=100")
+            "theory.width=64", "model.hidden=192", "theory.seeds=1", "task.pad=100")
     hp = r["hyperparameters"]
     assert hp["source"]["init"] == init and hp["source"]["seq_len"] == 128 and hp["source"]["input_size"] == 28
     assert hp["recurrent"] == ("gaussian" if init == "pytorch" else "orthogonal")
     assert (hp["bias_laws"][0]["law"] == "chrono") if init == "chrono" else True
     sim = r["simulation"]
     assert sim["input_size"] == 28  # the init's input scale depends on the task's input size
+    assert sim["width"] == hp["source"]["hidden"] == 192  # ... and on the hidden size
     assert sim["tied"]["jacobian"]["m1"] == pytest.approx(r["stationary"]["m1"], rel=0.10)
     assert sim["untied"]["jacobian"]["m1"] == pytest.approx(r["stationary"]["m1"], rel=0.10)

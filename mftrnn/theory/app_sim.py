@@ -23,13 +23,18 @@ def simulate_all(hp: Hyper, conf: TheoryConfig, inp: TwoInputs, device: str) -> 
     seq_len = int(hp.source.get("seq_len", inp.steps))
     # The scenario's inputs: 200 of them (the theory takes n_in -> inf), but where the init's input
     # scale depends on n_in (pytorch, standard, chrono) the task's own input size.
-    n_in = 200 if conf.init.scheme in (InitScheme.meanfield, InitScheme.critical) else int(hp.source["input_size"])
+    width_free = conf.init.scheme in (InitScheme.meanfield, InitScheme.critical)
+    n_in = 200 if width_free else int(hp.source["input_size"])
+    # pytorch, standard and chrono take their scales from the layer's shape (Glorot's input scale falls
+    # with the hidden size): their networks are drawn at the model's hidden size, the one the theory's
+    # hyperparameters describe, not at theory.width, where they would be another network
+    width = th.width if width_free else int(hp.source["hidden"])
     # init=critical was solved into the Hyper: its networks are drawn as meanfield with those values
     init = None if conf.init.scheme is InitScheme.critical else conf.init
-    out: dict = {"width": th.width, "seeds": th.seeds, "R_spectra": inp.R, "input_size": n_in}
+    out: dict = {"width": width, "seeds": th.seeds, "R_spectra": inp.R, "input_size": n_in}
     for tied in (True, False):
         name = "tied" if tied else "untied"
-        runs = [simulate_trajectory(hp, th.width, inp.steps, inp.split, inp.R, n_in, tied=tied, seed=conf.seed + s,
+        runs = [simulate_trajectory(hp, width, inp.steps, inp.split, inp.R, n_in, tied=tied, seed=conf.seed + s,
                                     device=device, inputs=inp.x, init=init, seq_len=seq_len)
                 for s in range(th.seeds)]
         mean = lambda key: np.mean([getattr(r, key) for r in runs], axis=0)  # noqa: E731
@@ -39,12 +44,12 @@ def simulate_all(hp: Hyper, conf: TheoryConfig, inp: TwoInputs, device: str) -> 
         if runs[0].q_s_a is not None:
             entry["Q_s_a"] = mean("q_s_a")
         try:
-            spec = jacobian_spectra(hp, th.width, inp.R, product_steps=th.spectrum.product_steps, input_size=n_in, tied=tied,
+            spec = jacobian_spectra(hp, width, inp.R, product_steps=th.spectrum.product_steps, input_size=n_in, tied=tied,
                                     seed=conf.seed, device=device, init=init, seq_len=seq_len)
             entry["jacobian"] = {"m1": spec.m1, "m2": spec.m2, "one_step": np.sort(spec.one_step),
                                  "product": np.sort(spec.product)}
         except NotImplementedError as exc:
             entry["jacobian"] = {"note": str(exc)}
         out[name] = entry
-        log.info("simulated %s %s networks (width %d, %d seeds)", name, hp.cell, th.width, th.seeds)
+        log.info("simulated %s %s networks (width %d, %d seeds)", name, hp.cell, width, th.seeds)
     return out
