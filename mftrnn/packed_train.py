@@ -510,6 +510,15 @@ def _run_one_pack(jobs: list[Job], alone: bool) -> list[Outcome]:
         return [Outcome.failed(exc)] * len(jobs)
 
 
+def _complete(job: Job) -> bool:
+    from mftrnn.train import completed
+
+    try:
+        return completed(job.cfg, job.run_dir) is not None
+    except MftrnnError:
+        return False  # the worker reports it, as for any run
+
+
 def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcome]:
     """Every job, in packs (`group`); with workers > 1, one process per GPU (`workers` GPUs from
     CUDA_VISIBLE_DEVICES), each training one pack at a time; else the packs one after the other here."""
@@ -518,6 +527,13 @@ def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcom
         log.info("pack %d: %d run(s)%s: %s", n, len(members), " (trained alone: not packable)" if alone else "",
                  ", ".join(str(jobs[i].run_dir) for i in members))
     outcomes: list[Optional[Outcome]] = [None] * len(jobs)
+    if workers > 1:  # packs with nothing left to train are answered here: no GPU worker starts for them
+        done = [p for p in packs if all(_complete(jobs[i]) for i in p[0])]
+        packs = [p for p in packs if p not in done]
+        for members, alone in done:
+            for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):
+                outcomes[i] = res
+        workers = min(workers, len(packs))
     if workers <= 1:
         for members, alone in packs:
             for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):

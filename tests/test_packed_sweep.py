@@ -66,6 +66,26 @@ def test_each_packed_run_equals_the_run_alone(sweeps):
     assert (root / "packed" / "sweep.md").exists()
 
 
+def test_a_finished_sweep_starts_no_gpu_worker(sweeps, monkeypatch):
+    """Re-running a finished sweep on several GPUs answers every run from its summary in the launcher's
+    process: no worker process (each would import torch and take a GPU) is started."""
+    import multiprocessing
+
+    from conftest import compose_train
+    from mftrnn.packed_train import Job, run_packs
+
+    root, _ = sweeps
+    jobs = []
+    for d in sorted(runs(root / "packed").values()):
+        overrides = [ln[2:].strip() for ln in (d / ".hydra" / "overrides.yaml").read_text().splitlines()
+                     if ln.startswith("- ")]
+        jobs.append(Job(compose_train(overrides), d, d / "train.log"))
+    monkeypatch.setattr(multiprocessing, "get_context", lambda *a: pytest.fail("a worker process was started"))
+    outcomes = run_packs(jobs, None, workers=2)
+    assert [o.summary["steps"] for o in outcomes] == [16] * 8
+    assert all(o.summary == read(job.run_dir / "summary.json") for o, job in zip(outcomes, jobs))
+
+
 def test_a_killed_pack_resumes_to_the_same_result(sweeps, tmp_path):
     root, _ = sweeps
     broken = tmp_path / "broken"
