@@ -119,8 +119,8 @@ CHOICE = {"init": "init.scheme", "task": "task.name", "optim": "optim.name", "ce
 
 
 def differing(runs: list[Run]) -> list[str]:
-    """The config keys whose values differ between the runs, seeds and volatile keys aside, in a fixed
-    order (task, cell, init first). A key of a config group counts where it differs between runs of
+    """The config keys whose values differ between the runs, seeds, volatile keys and keys that follow
+    an earlier one aside, in a fixed order (task, cell, init first). A key of a config group counts where it differs between runs of
     the same choice of that group (init.gates.f.mu between meanfield runs, not between meanfield and
     chrono, which has no such key)."""
     keys = set().union(*(r.config for r in runs)) if runs else set()
@@ -138,7 +138,8 @@ def differing(runs: list[Run]) -> list[str]:
 
     out = [k for k in keys if not under(k, UNLABELLED) and varies(k)]
     first = ["task.name", "cell.kind", "init.scheme"]
-    return [k for k in first if k in out] + sorted(k for k in out if k not in first)
+    # a key that follows an earlier one (a preset's i.mu = -f.mu) tells no runs apart that it does not
+    return independent(runs, [k for k in first if k in out] + sorted(k for k in out if k not in first))
 
 
 def label(run: Run, keys: list[str]) -> str:
@@ -499,8 +500,9 @@ def _plot_map(acc, xi_c, horizon, xs, ys, res: dict, out: Path, title: str, afte
     if handles:
         leg = ax.legend(handles=handles, loc="upper left", fontsize=7, framealpha=0.7)
         leg.get_frame().set_facecolor("lightgrey")
-    ax.set_xlabel(res["x_key"])
-    ax.set_ylabel(res["y_key"])
+    moving = {a: [k.split(".", 2)[-1] for k, v in res.get("linked", {}).items() if v == f"with {a}"] for a in "xy"}
+    ax.set_xlabel(res["x_key"] + (f" ({', '.join(moving['x'])} moves with it)" if moving["x"] else ""))
+    ax.set_ylabel(res["y_key"] + (f" ({', '.join(moving['y'])} moves with it)" if moving["y"] else ""))
     ax.set_title(title or f"trainability at T = {T} (trainable: {res['metric']} >= {res['threshold']:g})",
                  fontsize=9)
     _save_fig(fig, out)
