@@ -30,7 +30,7 @@ case $SCALE in smoke) TH="theory.steps=40 theory.split=10 theory.width=64 theory
 for cell in lstm gru; do
   for init in critical standard; do
     step "theory $cell $init"
-    $M theory cell=$cell init=$init theory.weights=tied theory.simulate=true $TH ${DEV%% *} \
+    $M theory cell=$cell init=$init theory.weights=tied theory.simulate=true theory.spectrum.product=true $TH ${DEV%% *} \
       hydra.run.dir="$ROOT/theory/$cell-$init"
     for f in "$ROOT/theory/$cell-$init"/*.png; do cp "$f" "$FIG/theory_${cell}_${init}_$(basename "$f")"; done
   done

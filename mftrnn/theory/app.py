@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -199,7 +200,12 @@ def _product_grid(m1: float, m2: float, points: int) -> np.ndarray:
     """A log-spaced lambda grid for a product of Jacobians, from its exact first two moments: around
     the mean m1, over a range set by the normalized second moment."""
     spread = max(m2 / max(m1, 1e-300) ** 2, 1.0 + 1e-6)
-    return np.geomspace(max(m1, 1e-300) / (100 * spread), max(m1, 1e-300) * 10 * spread, points)
+    m1 = max(m1, 1e-300)
+    s = math.sqrt(math.log(spread))  # sd of ln(lambda) were it log-normal with these two moments
+    if 5 * s < math.log(10):  # narrow (near-isometric products): +-5 sd, so the grid resolves the peak
+        mu = math.log(m1) - s * s / 2
+        return np.exp(np.linspace(mu - 5 * s - 1e-3, mu + 5 * s + 1e-3, points))
+    return np.geomspace(m1 / (100 * spread), m1 * 10 * spread, points)
 
 
 def _grid(hp: Hyper, conf: TheoryConfig, inp: inputs.TwoInputs, out_dir: Path, device: str) -> dict:

@@ -23,7 +23,8 @@ def _arr(v) -> np.ndarray:
 def _setting(res: dict) -> str:
     hp, inp = res["hyperparameters"], res["inputs"]
     src = hp.get("source", {})
-    what = f"{hp['cell']}, init={src.get('init', '?')}, hidden {src.get('hidden', '?')}"
+    # meanfield and critical laws do not depend on the width: no hidden size to name
+    what = f"{hp['cell']}, init={src.get('init', '?')}" + (f", hidden {src['hidden']}" if "hidden" in src else "")
     if inp.get("source") == "task":
         return f"{what}; two {inp['task']} test examples (labels {inp['labels']}), T = {inp['steps']}"
     return f"{what}; two sequences, R = {inp['R']:g}, identical after t = {inp['split']}"
@@ -93,17 +94,23 @@ def plot_spectra(res: dict, path: Path) -> str:
     for ax, key, title in ((axes[0], "one_step", "one step"),
                            (axes[1], "product", f"product of {steps} steps")):
         dens = jac.get(f"density_{key}", {})
+        span: list[float] = []  # where the histograms and the theory's density are: the product's x range
         for name, color in (("untied", "tab:blue"), ("tied", "tab:orange")):
             vals = sim.get(name, {}).get("jacobian", {}).get(key)
             if vals is not None and len(vals):
                 v = _arr(vals)
                 if key == "product":
                     v = np.log10(np.clip(v, 1e-300, None))
+                    span += [float(np.nanmin(v)), float(np.nanmax(v))]
                 ax.hist(v, bins=60, density=True, alpha=0.45, color=color, label=f"{name} networks")
         if "rho" in dens:
             lam, rho = _arr(dens["lambda"]), _arr(dens["rho"])
             if key == "product":  # density of log10(lambda): rho(lambda) lambda ln 10
-                ax.plot(np.log10(lam), rho * lam * np.log(10), "k-", label="theory (untied)")
+                d = rho * lam * np.log(10)
+                ax.plot(np.log10(lam), d, "k-", label="theory (untied)")
+                ok = np.isfinite(d) & (d > 1e-3 * np.nanmax(d))
+                if ok.any():
+                    span += [float(np.log10(lam[ok].min())), float(np.log10(lam[ok].max()))]
             else:
                 ax.plot(lam, rho, "k-", label="theory (untied)")
                 ok = np.isfinite(rho) & (rho > 1e-3 * np.nanmax(rho))
@@ -111,6 +118,10 @@ def plot_spectra(res: dict, path: Path) -> str:
                     ax.set_xlim(0, 1.1 * lam[ok].max())
         elif key == "one_step" and jac.get("error"):
             ax.text(0.02, 0.95, "theory: " + jac["error"][:90], transform=ax.transAxes, fontsize=6, va="top")
+        if key == "product" and span:
+            lo, hi = min(span), max(span)
+            pad = 0.1 * max(hi - lo, 1e-3)
+            ax.set_xlim(lo - pad, hi + pad)
         ax.set_xlabel("squared singular value" if key == "one_step" else "log10 squared singular value")
         ax.set_ylabel("density" if key == "one_step" else "density of log10")
         ax.set_title(title, fontsize=9)
