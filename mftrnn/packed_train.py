@@ -527,17 +527,19 @@ def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcom
         log.info("pack %d: %d run(s)%s: %s", n, len(members), " (trained alone: not packable)" if alone else "",
                  ", ".join(str(jobs[i].run_dir) for i in members))
     outcomes: list[Optional[Outcome]] = [None] * len(jobs)
+
+    def here(these: list[tuple[list[int], bool]]) -> None:  # packs trained (or answered) in this process
+        for members, alone in these:
+            for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):
+                outcomes[i] = res
+
     if workers > 1:  # packs with nothing left to train are answered here: no GPU worker starts for them
         done = [p for p in packs if all(_complete(jobs[i]) for i in p[0])]
         packs = [p for p in packs if p not in done]
-        for members, alone in done:
-            for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):
-                outcomes[i] = res
+        here(done)
         workers = min(workers, len(packs))
     if workers <= 1:
-        for members, alone in packs:
-            for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):
-                outcomes[i] = res
+        here(packs)
         return outcomes  # type: ignore[return-value]
     import multiprocessing as mp
 
