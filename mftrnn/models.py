@@ -40,9 +40,9 @@ class RNNClassifier(nn.Module):
         return self.head(out[-1])  # (B, num_classes)
 
 
-def norm_cap_factor(blocks: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
-    """min(1, cap / ||W||_2) for a stack of square blocks (..., H, H); `cap` broadcasts against the
-    leading dims. Non-finite entries count as zero (a diverged run is stopped elsewhere; svdvals must not
+def norm_cap_factor(blocks: torch.Tensor, cap: float | torch.Tensor) -> torch.Tensor:
+    """min(1, cap / ||W||_2) for a stack of square blocks (..., H, H); `cap`, a number or a tensor,
+    broadcasts against the leading dims. Non-finite entries count as zero (a diverged run is stopped elsewhere; svdvals must not
     fail on it)."""
     norms = torch.linalg.svdvals(torch.nan_to_num(blocks, nan=0.0, posinf=0.0, neginf=0.0))[..., 0]
     return torch.clamp(cap / norms.clamp_min(1e-30), max=1.0)
@@ -56,4 +56,4 @@ def cap_candidate_norm(rnn: nn.RNNBase, cap: float) -> None:
     j, h = GATES[kind].index(CANDIDATE[kind.value]), rnn.hidden_size
     for layer in range(rnn.num_layers):
         block = getattr(rnn, f"weight_hh_l{layer}")[j * h:(j + 1) * h]  # (H, H), a view
-        block.mul_(norm_cap_factor(block, torch.tensor(cap, dtype=block.dtype, device=block.device)))
+        block.mul_(norm_cap_factor(block, cap))

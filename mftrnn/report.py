@@ -120,9 +120,9 @@ CHOICE = {"init": "init.scheme", "task": "task.name", "optim": "optim.name", "ce
 
 def differing(runs: list[Run]) -> list[str]:
     """The config keys whose values differ between the runs, seeds, volatile keys and keys that follow
-    an earlier one aside, in a fixed order (task, cell, init first). A key of a config group counts where it differs between runs of
-    the same choice of that group (init.gates.f.mu between meanfield runs, not between meanfield and
-    chrono, which has no such key)."""
+    an earlier one aside, in a fixed order (task, cell, init first). A key of a config group counts
+    where it differs between runs of the same choice of that group (init.gates.f.mu between meanfield
+    runs, not between meanfield and chrono, which has no such key)."""
     keys = set().union(*(r.config for r in runs)) if runs else set()
 
     def varies(k: str) -> bool:

@@ -47,7 +47,7 @@ def build_report(roots: list[Path], out: Path, name: str = "report", title: str 
         length = report.plot_accuracy_vs_length(done, out / f"{name}_length.png",
                                                 title=f"test accuracy against length: {setting}")
         written["figures"]["length"] = length.name
-    gate_keys = report.independent(done, [k for k in keys if GATE_KEY.match(k)])  # a linked key is no axis
+    gate_keys = [k for k in keys if GATE_KEY.match(k)]  # differing() leaves linked keys out: no axis
     if map_keys is None and len(gate_keys) == 2:
         map_keys = gate_keys
     if map_keys:

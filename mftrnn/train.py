@@ -230,19 +230,22 @@ class Prepared:
     window: Optional[dict] = None  # the log window an interrupt cut (absent: checkpoints at window ends)
 
 
+def _finished(conf: TrainConfig, conf_dict: dict, done: Optional[dict]) -> bool:
+    """`done` (a summary.json) is this run's, finished at train.steps or diverged (a result, whose
+    checkpoint predates the divergence): nothing is left to do."""
+    return done is not None and _identity(done.get("config", {})) == _identity(conf_dict) and bool(
+        done.get("diverged") or done.get("steps", -1) >= conf.train.steps)
+
+
 def completed(cfg: DictConfig, run_dir: Path) -> Optional[dict]:
-    """The summary of the run in `run_dir` when it is complete for this config (the same run, finished
-    its train.steps or diverged: a result, whose checkpoint predates the divergence), else None; also
-    None under train.resume other than auto. Cheap: no data, no device."""
+    """The summary of the run in `run_dir` when it is complete for this config, else None; also None
+    under train.resume other than auto. Cheap: no data, no device."""
     conf = to_objects(cfg)
     if conf.train.resume is not Resume.auto:
         return None
     done = read_json(run_dir / SUMMARY_NAME)
     conf_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
-    if done is not None and _identity(done.get("config", {})) == _identity(conf_dict) and (
-            done.get("diverged") or done.get("steps", -1) >= conf.train.steps):
-        return done
-    return None
+    return done if _finished(conf, conf_dict, done) else None
 
 
 def prepare(cfg: DictConfig, run_dir: Path, splits_cache: Optional[dict] = None) -> tuple[Optional[dict], Optional[Prepared]]:
@@ -253,11 +256,11 @@ def prepare(cfg: DictConfig, run_dir: Path, splits_cache: Optional[dict] = None)
     conf = to_objects(cfg)  # every check at the door: bad values end here, before any work
     conf_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
     _check_writable(run_dir)
-    if conf.train.resume is Resume.auto and (run_dir / SUMMARY_NAME).exists() and read_json(run_dir / SUMMARY_NAME) is None:
+    done = read_json(run_dir / SUMMARY_NAME) if conf.train.resume is Resume.auto else None
+    if done is None and (run_dir / SUMMARY_NAME).exists() and conf.train.resume is Resume.auto:
         log.warning("%s cannot be read (cut mid-write?): the run continues from its checkpoint",
                     run_dir / SUMMARY_NAME)
-    done = completed(cfg, run_dir)
-    if done is not None:
+    if _finished(conf, conf_dict, done):
         acc = lambda k: "-" if done.get(k) is None else f"{done[k]:.4f}"  # noqa: E731
         log.info("run already complete: %d steps%s, val acc %s, test acc %s (%s)", done["steps"],
                  ", diverged" if done["diverged"] else "", acc("val_acc"), acc("test_acc"), run_dir / SUMMARY_NAME)

@@ -7,7 +7,6 @@ networks reuse at every step), on the inputs of mftrnn.theory.inputs.
 from __future__ import annotations
 
 import time
-
 from dataclasses import dataclass
 from typing import Optional
 

@@ -8,7 +8,6 @@
 set -u
 OUT=${1:?output dir}; PAD=${2:-5000}; CAPS=${3:-1.5,2.0}
 ROOT=/tmp/trained_gain_cap
-REPO=$(pwd)
 cd /tmp
 for steps in 200 1000; do
   limit=$(( steps == 200 ? 200 : 360 ))
@@ -29,4 +28,4 @@ EOF
 done
 cd "$ROOT" && find . \( -name metrics.jsonl -o -name summary.json -o -name train.log -o -name "model_*.pt" \
   -o -name config.yaml \) | tar czf "$OUT/trained_gain_cap.tgz" -T -
-grep -h '"val_acc"\|"test_acc"' -r "$ROOT" --include=summary.json | head; cd "$REPO"
+grep -h '"val_acc"\|"test_acc"' -r "$ROOT" --include=summary.json | head
