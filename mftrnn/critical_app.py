@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def verify(conf: CriticalConfig, solution) -> dict:
     hp = solution.hyper()
     out = {"inputs": {k: two.info[k] for k in ("task", "examples", "labels", "steps", "split")}}
     for theory in ("tied", "untied"):
+        if theory == "tied" and solution.phase < math.pi:
+            # the tied population solver draws Gaussian weights (docs/theory.md §7.8): it cannot describe
+            # phase-limited ones, whose prediction is the linearized one (§10.6)
+            out[theory] = {"skipped": "phase-limited recurrent weights: the linearized tied theory applies"}
+            continue
         out[theory] = memory_of(hp, two, theory, conf.verify.eps, conf.verify.population, conf.seed)[1]
     return out
 
@@ -43,10 +49,11 @@ def verify(conf: CriticalConfig, solution) -> dict:
 def preset_yaml(solution, name: str) -> str:
     """An init-group option file: init=meanfield with the solution's hyperparameters."""
     lines = [f"# Critical initialization solved by `mftrnn critical` ({solution.spec.cell}, T = {solution.spec.steps},",
-             f"# R_op = {solution.spec.R_op:.4g}, criterion {solution.spec.criterion}, log10 gain {solution.spec.log10_gain}).",
+             f"# R_op = {solution.spec.R_op:.4g}, criterion {solution.spec.criterion}, isometry {solution.spec.isometry}).",
              f"# Use: mftrnn train --config-dir <this run dir> init={name}",
              f"defaults: [/schema/init/meanfield@_here_, /schema/gates/{solution.spec.cell}@gates, _self_]",
              f"recurrent: {'orthogonal' if solution.orthogonal else 'gaussian'}",
+             *([f"phase: {solution.phase:.9g}"] if solution.phase < math.pi else []),
              "gates:"]
     lines += [f"  {k}: {{" + ", ".join(f"{a}: {v:.9g}" for a, v in g.items()) + "}" for k, g in solution.gates.items()]
     return "\n".join(lines) + "\n"
@@ -85,10 +92,12 @@ def _print(res: dict, out_dir: Path, name: str) -> None:
     tied, untied, op = p["tied_linear"], p["untied"], p["operating_point"]
     gates = "  ".join(f"{k}: mu {g['mu']:.4g} sigma {g['sigma']:.4g} nu {g['nu']:.3g}" for k, g in res["gates"].items())
     hz = lambda v: "> T" if v is None else f"{v:.0f}"  # noqa: E731
+    angles = "" if res["phase"] >= math.pi else f" with eigen-angles |theta| < {res['phase']:.4f}"
+    write = f", write T(1 - f) = {spec['write']:g}" if spec["isometry"] == "phase" else ""
     lines = [
         f"critical init for {spec['cell']}, T = {spec['steps']} (informative steps {spec['content_steps']}, "
-        f"R_op = {spec['R_op']:.4g}), criterion {spec['criterion']}, {res['recurrent']} recurrent "
-        f"({'cached' if res['cached'] else 'solved'} in {res['solve_seconds']:.2f} s)",
+        f"R_op = {spec['R_op']:.4g}), criterion {spec['criterion']}, {res['recurrent']} recurrent"
+        f"{angles} (isometry {spec['isometry']}{write}, {'cached' if res['cached'] else 'solved'} in {res['solve_seconds']:.2f} s)",
         f"  {gates}",
         f"  operating point: keep {op['keep']:.6f}, write {op['write']:.3g}, open {op['open']:.3f}, tied radius {tied['radius']:.6f}",
         f"  tied (linearized): log10 rms gain over T {tied['log10_rms_gain']:+.3f}; log10 singular values "
@@ -101,6 +110,9 @@ def _print(res: dict, out_dir: Path, name: str) -> None:
     if "tied" in v:
         for th in ("tied", "untied"):
             m = v[th]
+            if "skipped" in m:
+                lines.append(f"  check on test examples ({th}): skipped, {m['skipped']}")
+                continue
             lines.append(f"  check on test examples {v['inputs']['examples']} ({th}, {m['method']}, {m['seconds']:.1f} s): "
                          f"horizon {hz(m['horizon'])}, distance at the end / at the split "
                          f"{m.get('distance_ratio_at_end', float('nan')):.3g}")

@@ -65,8 +65,10 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
     from mftrnn.theory.stationary import stationary
     from mftrnn.theory.trajectories import memory_of
 
+    phase = getattr(conf.init, "phase", math.pi)
     if conf.init.scheme is InitScheme.critical:
-        hp = CriticalSolution.from_dict(info).hyper()
+        solution = CriticalSolution.from_dict(info)
+        hp, phase = solution.hyper(), solution.phase
     else:
         hp = hyper.hyper_from_config(conf.cell.kind, conf.init, conf.model.hidden, task.input_size, task.seq_len)
     x = pairs.x[:, :2].to(torch.float64).cpu()
@@ -77,9 +79,14 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
     m1 = float(np.asarray(st.m1).reshape(-1)[0])
     out = {"hyperparameters": hp.describe(), "R_op": two.R,
            "untied_m1": m1, "untied_log10_gain_m1": 0.5 * (steps - start) * math.log10(max(m1, 1e-300))}
+    if conf.init.scheme is InitScheme.critical:  # the solver's own prediction, eq. (T36) (with (T37))
+        out["tied_linear"] = {"log10_gain": info["predictions"]["tied_linear"]["log10_rms_gain"]}
     for theory in ("untied", "tied"):
         if theory == "tied" and steps > conf.theory.max_steps:
             out[theory] = {"skipped": f"T = {steps} > theory.max_steps = {conf.theory.max_steps}"}
+            continue
+        if theory == "tied" and phase < math.pi:  # its population draws Gaussian weights (docs/theory.md §7.8)
+            out[theory] = {"skipped": "phase-limited recurrent weights (docs/theory.md §10.6): see tied_linear"}
             continue
         tr, mem = memory_of(hp, two, theory, conf.eps, conf.theory.population, conf.seed)
         d = np.asarray(tr.d_h, float)
@@ -150,6 +157,8 @@ def _print(res: dict, out_dir: Path) -> None:
     th = res.get("theory")
     if th:
         lines.append(f"  theory, untied: m1 {th['untied_m1']:.5f} -> log10 gain {th['untied_log10_gain_m1']:+.3f}")
+        if "tied_linear" in th:
+            lines.append(f"  theory, tied (linearized, the solver's): log10 rms gain over T {th['tied_linear']['log10_gain']:+.3f}")
         for name in ("untied", "tied"):
             t = th[name]
             if "skipped" in t:

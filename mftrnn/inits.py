@@ -107,10 +107,29 @@ def init_chrono(model: RNNClassifier, cfg: ChronoInitConfig, task: TaskShape) ->
 
 
 @torch.no_grad()
+def phase_limited_orthogonal_(w: torch.Tensor, gain: float, phase: float,
+                              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """w (H, H) <- gain * Q R Q^T: Q Haar-orthogonal, R block-diagonal 2 x 2 rotations by the angles
+    theta_j = (j + 1/2) phase / (H // 2), j < H // 2 (and a 1 for odd H). Its eigenvalues are
+    gain * e^{+-i theta_j}, spread evenly over |theta| < phase (docs/theory.md §10.6, eq. (T37));
+    phase = pi spreads them over the whole circle, as Haar-orthogonal weights do on average."""
+    h = w.shape[0]
+    q = torch.empty(h, h, dtype=torch.float64, device=w.device)
+    nn.init.orthogonal_(q, generator=generator)
+    r = torch.eye(h, dtype=torch.float64, device=w.device)
+    theta = (torch.arange(h // 2, dtype=torch.float64, device=w.device) + 0.5) * phase / max(h // 2, 1)
+    idx = torch.arange(h // 2, device=w.device) * 2
+    r[idx, idx] = r[idx + 1, idx + 1] = torch.cos(theta)
+    r[idx, idx + 1], r[idx + 1, idx] = -torch.sin(theta), torch.sin(theta)
+    return w.copy_((gain * q @ r @ q.T).to(w.dtype))
+
+
+@torch.no_grad()
 def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, task: TaskShape) -> None:
     """Explicit mean-field hyperparameters per gate k (docs/theory.md §1).
 
-    weight_hh block  <- N(0, sigma_k^2 / H) entries, or sigma_k x Haar-orthogonal (recurrent=orthogonal)
+    weight_hh block  <- N(0, sigma_k^2 / H) entries, or sigma_k x Haar-orthogonal (recurrent=orthogonal),
+                        its eigen-angles limited to |theta| < phase where phase < pi (phase_limited_orthogonal_)
     weight_ih block  <- N(0, nu_k^2 / n_in) entries (n_in = H for layers above the first)
     bias_ih block    <- N(mu_k, rho_k^2), drawn once per unit;  bias_hh <- 0 (GRU: b_hn = 0)
     """
@@ -123,7 +142,9 @@ def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, task: TaskSha
         for gate in gates:
             hp = getattr(cfg.gates, gate)
             w_hh = gate_block(p["weight_hh"], gates, gate)
-            if cfg.recurrent is Recurrent.orthogonal:
+            if cfg.recurrent is Recurrent.orthogonal and cfg.phase < math.pi:
+                phase_limited_orthogonal_(w_hh, hp.sigma, cfg.phase)
+            elif cfg.recurrent is Recurrent.orthogonal:
                 nn.init.orthogonal_(w_hh, gain=hp.sigma)  # QR with sign fix: Haar-distributed
             else:
                 w_hh.normal_(0.0, hp.sigma / math.sqrt(hidden))
@@ -141,7 +162,7 @@ def task_shape(task, splits, init: InitConfig) -> TaskShape:
 
 def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
     """The critical solver's input for this cell, init config and task (docs/theory.md §10.1)."""
-    from mftrnn.theory.critical import CriticalSpec
+    from mftrnn.theory.critical import CriticalSpec, resolve_isometry
 
     if task.R_op is None:
         raise ConfigError("init=critical needs the task's input statistics (TaskShape.R_op); "
@@ -151,7 +172,10 @@ def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
     return CriticalSpec(cell=cell, steps=steps, content_steps=min(content, steps), R_op=float(task.R_op),
                         criterion=cfg.criterion.value, log10_gain=cfg.log10_gain,
                         orthogonal=cfg.recurrent is Recurrent.orthogonal, gate_sigma=cfg.gate_sigma,
-                        gate_nu=cfg.gate_nu, candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias)
+                        gate_nu=cfg.gate_nu, candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias,
+                        isometry=resolve_isometry(cell, cfg.isometry.value, cfg.criterion.value,
+                                                  cfg.recurrent is Recurrent.orthogonal),
+                        write=cfg.write, log10_min_gain=cfg.log10_min_gain)
 
 
 def solve_critical(cell: str, cfg: CriticalInitConfig, task: TaskShape):
@@ -166,7 +190,7 @@ def meanfield_from_solution(cell: str, solution) -> MeanFieldInitConfig:
     gates_cls = LstmGates if cell == "lstm" else GruGates
     gates = gates_cls(**{k: GateHP(**v) for k, v in solution.gates.items()})
     return MeanFieldInitConfig(recurrent=Recurrent.orthogonal if solution.orthogonal else Recurrent.gaussian,
-                               gates=gates)
+                               gates=gates, phase=solution.phase)
 
 
 def init_critical(model: RNNClassifier, cfg: CriticalInitConfig, task: TaskShape) -> dict:

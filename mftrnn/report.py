@@ -109,8 +109,23 @@ def load_runs(roots: Iterable[Path]) -> list[Run]:
             from omegaconf import OmegaConf
 
             config = OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "config.yaml"), resolve=False)
-        runs.append(Run(d, summary, records, _flat(config or {})))
+        runs.append(Run(d, summary, records, _effective(_flat(config or {}), summary)))
     return runs
+
+
+def _effective(config: dict, summary: dict) -> dict:
+    """init=critical as it ran: init.isometry resolved (auto, or absent before the key existed, becomes the
+    family the solution used), and the settings that family leaves unused dropped, so that runs of one
+    family are not told apart by them."""
+    if config.get("init.scheme") != "critical" or not summary:
+        return config
+    from mftrnn.theory.critical import UNUSED_BY, recorded_isometry
+
+    family = recorded_isometry(summary.get("init_solution"))
+    config["init.isometry"] = family
+    for key in UNUSED_BY[family]:
+        config.pop(f"init.{key}", None)
+    return config
 
 
 # A config group's choice: the keys below a group (init.gates..., task.pad) differ between two choices
@@ -122,7 +137,8 @@ def differing(runs: list[Run]) -> list[str]:
     """The config keys whose values differ between the runs, seeds, volatile keys and keys that follow
     an earlier one aside, in a fixed order (task, cell, init first). A key of a config group counts
     where it differs between runs of the same choice of that group (init.gates.f.mu between meanfield
-    runs, not between meanfield and chrono, which has no such key)."""
+    runs, not between meanfield and chrono, which has no such key). A run whose config lacks a key (recorded
+    before the key existed) does not differ in it."""
     keys = set().union(*(r.config for r in runs)) if runs else set()
 
     def varies(k: str) -> bool:
@@ -134,7 +150,9 @@ def differing(runs: list[Run]) -> list[str]:
             for r in runs:
                 by.setdefault(str(r.config.get(choice)), []).append(r)
             parts = list(by.values())
-        return any(len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in part}) > 1 for part in parts)
+        # only runs that hold the key: one recorded before the key existed does not differ by lacking it
+        return any(len({json.dumps(r.config[k], sort_keys=True, default=str) for r in part if k in r.config}) > 1
+                   for part in parts)
 
     out = [k for k in keys if not under(k, UNLABELLED) and varies(k)]
     first = ["task.name", "cell.kind", "init.scheme"]

@@ -63,6 +63,12 @@ class Recurrent(Enum):
     orthogonal = "orthogonal"
 
 
+class Isometry(Enum):
+    auto = "auto"  # the measured choice per cell (mftrnn/theory/critical.py DEFAULT_ISOMETRY): LSTM gain, GRU phase
+    gain = "gain"  # Haar eigen-angles; the keep gate solved from the product's rms gain (eq. (T35))
+    phase = "phase"  # the write T(1 - f) given; the eigen-angle limit solved from the smallest gain (eq. (T37))
+
+
 class Criterion(Enum):
     tied = "tied"  # spectral radius 1 at the operating point: what tied (real) networks need, eq. (T34)
     untied = "untied"  # the paper's m_1 = 1 (eq. (T23)): exact for untied weights only
@@ -234,8 +240,13 @@ class MeanFieldInitConfig(InitConfig):
     scheme: InitScheme = InitScheme.meanfield
     recurrent: Recurrent = Recurrent.gaussian
     gates: Any = MISSING  # LstmGates or GruGates, chosen by the cell (conf/gates/)
+    # orthogonal only: the largest eigen-angle of the recurrent blocks (docs/theory.md §10.6); pi: Haar
+    phase: float = math.pi
 
     def __post_init__(self) -> None:
+        _require(math.isfinite(self.phase) and 0 <= self.phase <= math.pi, "init.phase", self.phase, "in [0, pi]")
+        _require(self.phase == math.pi or self.recurrent is Recurrent.orthogonal, "init.phase", self.phase,
+                 "pi unless init.recurrent=orthogonal (a phase limit is a property of orthogonal weights)")
         for gate, hp in dataclasses.asdict(self.gates).items():
             for name in ("rho", "sigma", "nu"):
                 _non_negative(f"init.gates.{gate}.{name}", hp[name])
@@ -257,6 +268,9 @@ class CriticalInitConfig(InitConfig):
     gate_nu: float = 0.1  # input scale of the gates
     candidate_nu: float = 1.0  # input scale of the candidate g / n
     open_bias: float = 3.0  # LSTM output gate, GRU reset gate
+    isometry: Isometry = Isometry.auto  # docs/theory.md §10.2 (gain) and §10.6 (phase)
+    write: float = 30.0  # isometry=phase: T(1 - f), the keep gate's write over the T steps
+    log10_min_gain: float = -0.5  # isometry=phase: log10 of the product's smallest singular value (< 0)
     cache: bool = True  # reuse a solution from $MFTRNN_CACHE/critical (default ~/.cache/mftrnn/critical)
 
     def __post_init__(self) -> None:
@@ -266,6 +280,13 @@ class CriticalInitConfig(InitConfig):
         for key in ("gate_sigma", "gate_nu", "candidate_nu"):
             _non_negative(f"init.{key}", getattr(self, key))
         _require(math.isfinite(self.open_bias), "init.open_bias", self.open_bias, "finite")
+        _require(math.isfinite(self.write) and self.write > 0, "init.write", self.write, "> 0")
+        _require(math.isfinite(self.log10_min_gain) and self.log10_min_gain < 0, "init.log10_min_gain",
+                 self.log10_min_gain, "< 0")
+        if self.isometry is Isometry.phase:
+            _require(self.criterion is Criterion.tied and self.recurrent is Recurrent.orthogonal, "init.isometry",
+                     "phase", "used with init.criterion=tied and init.recurrent=orthogonal (eigen-angles of "
+                     "orthogonal weights at spectral radius 1)")
 
 
 def _check_gates(init: Any, cell: CellConfig) -> None:

@@ -51,6 +51,18 @@ def test_out_of_range_values_name_the_key(override, key):
         to_objects(compose_train([override]))
 
 
+@pytest.mark.parametrize("overrides,key", [
+    (["init=meanfield", "init.recurrent=orthogonal", "init.phase=4"], "init.phase"),
+    (["init=meanfield", "init.phase=1"], "init.phase"),  # a phase limit of Gaussian weights
+    (["init=critical", "init.isometry=phase", "init.criterion=untied"], "init.isometry"),
+    (["init=critical", "init.write=0"], "init.write"),
+    (["init=critical", "init.log10_min_gain=0.1"], "init.log10_min_gain"),
+])
+def test_phase_limit_settings_are_checked(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        to_objects(compose_train(overrides))
+
+
 def test_repeats_zero_and_negative_gate_scale_are_rejected():
     with pytest.raises(ConfigError, match=r"task\.repeats"):
         to_objects(compose_train(["task=repeated_pixel", "task.repeats=0"]))

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_cli
-from mftrnn.inits import TaskShape, gate_block, initialize, layer_params, solve_critical
+from mftrnn.inits import (TaskShape, critical_spec, gate_block, initialize, layer_params, phase_limited_orthogonal_,
+                          solve_critical)
 from mftrnn.models import GATES, RNNClassifier
 from mftrnn.schema import CellKind, ModelConfig, to_objects
 from mftrnn.theory import closed, critical
-from mftrnn.theory.critical import CriticalSpec, keep_for_gain, solve, solve_cached, tied_gain
+from mftrnn.theory.critical import (CriticalSpec, keep_for_gain, predict, resolve_isometry, solve, solve_cached,
+                                    tied_gain)
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +77,76 @@ def test_tied_gain_matches_powers_of_one_matrix(orthogonal):
         assert measured == pytest.approx(tied_gain(f, c, steps), rel=0.15), steps
 
 
+def test_phase_limited_weights_have_the_asked_eigenvalues():
+    """phase_limited_orthogonal_: sigma x orthogonal, eigen-angles evenly over |theta| < phase (eq. (T37))."""
+    torch.manual_seed(0)
+    w = torch.empty(256, 256)
+    phase_limited_orthogonal_(w, 1.5, 0.3)
+    assert torch.allclose(w @ w.T, 2.25 * torch.eye(256), atol=1e-5)
+    ev = torch.linalg.eigvals(w.double())
+    assert torch.allclose(ev.abs(), torch.full((256,), 1.5, dtype=torch.float64), atol=1e-5)
+    angles = ev.angle().abs().sort().values
+    assert angles.max() < 0.3 and angles.max() > 0.3 * (1 - 2 / 128)  # 128 pairs up to the limit
+    assert torch.allclose(angles[::2], (torch.arange(128, dtype=torch.float64) + 0.5) * 0.3 / 128, atol=1e-4)
+
+
+def test_tied_gain_with_a_phase_limit_matches_powers_of_one_matrix():
+    """Eq. (T36) over the arc |theta| < phase against |J^n u|^2 of J = f I + c O, O phase-limited."""
+    torch.manual_seed(0)
+    n, f, phase = 400, 0.97, 0.5
+    o = torch.empty(n, n, dtype=torch.float64)
+    phase_limited_orthogonal_(o, 1.0, phase)
+    j = f * torch.eye(n, dtype=torch.float64) + (1 - f) * o
+    u = torch.randn(n, 64, dtype=torch.float64)
+    u /= u.norm(dim=0)
+    for steps in (10, 100, 1000):
+        v = torch.linalg.matrix_power(j, steps) @ u
+        measured = (v ** 2).sum(0).mean().item()
+        assert measured == pytest.approx(tied_gain(f, 1 - f, steps, phase), rel=0.1), steps
+    assert tied_gain(f, 1 - f, 1000, phase) > 5 * tied_gain(f, 1 - f, 1000)  # the Haar circle loses more
+
+
+@pytest.mark.parametrize("steps", [128, 1028, 5028, 78_400])
+def test_phase_solution_meets_its_conditions(steps):
+    """isometry=phase: T(1 - f) = write, radius 1 (T34), smallest singular value 10^log10_min_gain (T37)."""
+    sol = solve(CriticalSpec("gru", steps, 28, 0.0, isometry="phase", write=30.0, log10_min_gain=-0.5))
+    op, tied = sol.predictions["operating_point"], sol.predictions["tied_linear"]
+    assert steps * (1 - op["keep"]) == pytest.approx(30.0, rel=1e-6)
+    assert op["radius"] == pytest.approx(1.0, abs=1e-8)
+    assert tied["log10_min_singular"] == pytest.approx(-0.5, abs=1e-6) and 0 < sol.phase < 1
+    assert tied["log10_rms_gain"] > -0.5 and tied["phase"] == sol.phase
+    assert f"init.phase={sol.phase:.6g}" in sol.overrides()
+    # the same write over the Haar circle loses orders of magnitude more in its weakest directions
+    haar = predict(sol.hyper(), sol.spec)["tied_linear"]["log10_min_singular"]
+    assert haar < -5
+
+
+def test_simulated_networks_draw_the_solutions_phase_limited_weights():
+    """The theory's simulated networks (untied draws and tied modules) hold the solution's eigen-angles."""
+    from mftrnn.theory.simulate import sample_weights, tied_module
+
+    sol = solve(CriticalSpec("gru", 1028, 28, 0.0, isometry="phase"))
+    hp = sol.hyper()
+    assert hp.phase == sol.phase and hp.describe()["phase"] == sol.phase
+    _, w_hh = sample_weights(hp, 64, 28, torch.Generator().manual_seed(0))
+    rnn = tied_module(hp, 64, 28, seed=0, device="cpu")
+    for w in (w_hh[128:192], rnn.weight_hh_l0.detach()[128:192]):  # the n block (r, z, n)
+        angles = torch.linalg.eigvals(w.double()).angle().abs()
+        assert angles.max().item() <= sol.phase + 1e-6 and angles.max().item() > 0.9 * sol.phase
+
+
+def test_isometry_auto_is_the_measured_choice_per_cell():
+    assert resolve_isometry("gru", "auto", "tied", True) == "phase"
+    assert resolve_isometry("lstm", "auto", "tied", True) == "gain"
+    assert resolve_isometry("gru", "auto", "untied", True) == "gain"  # no phase limit where it does not apply
+    assert resolve_isometry("gru", "auto", "tied", False) == "gain"
+    assert resolve_isometry("lstm", "phase", "tied", True) == "phase"
+    gru = to_objects(compose_train(["cell=gru", "init=critical"]))
+    assert critical_spec("gru", gru.init, TaskShape(1028, 28, 0.0)).isometry == "phase"
+    with pytest.raises(ValueError, match="isometry"):
+        CriticalSpec("gru", 1028, 28, 0.0, criterion="untied", isometry="phase")
+
+
 def test_cache_is_keyed_by_the_solvers_inputs(tmp_path):
     spec = CriticalSpec("gru", 1028, 28, 0.0)
     first, cached = solve_cached(spec)
@@ -82,7 +154,9 @@ def test_cache_is_keyed_by_the_solvers_inputs(tmp_path):
     again, cached = solve_cached(spec)
     assert cached and again.gates == first.gates
     for other in (CriticalSpec("gru", 2028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.5),
-                  CriticalSpec("lstm", 1028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.0, log10_gain=-0.3)):
+                  CriticalSpec("lstm", 1028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.0, log10_gain=-0.3),
+                  CriticalSpec("gru", 1028, 28, 0.0, isometry="phase"),
+                  CriticalSpec("gru", 1028, 28, 0.0, isometry="phase", write=60.0)):
         assert other.key() != spec.key()
         assert solve_cached(other)[1] is False
     path = critical.cache_dir() / f"{spec.key()}.json"
@@ -107,6 +181,10 @@ def test_network_holds_the_solved_hyperparameters(cell):
         assert torch.all(p["bias_hh"] == 0)
         w_hh = gate_block(p["weight_hh"], GATES[model.cell], gate)
         assert torch.allclose(w_hh @ w_hh.T, hp["sigma"] ** 2 * torch.eye(256), atol=1e-5)  # orthogonal x sigma
+        if hp["sigma"] > 0:  # the GRU's candidate: eigen-angles within the solved phase (pi: Haar, the LSTM)
+            angles = torch.linalg.eigvals(w_hh.double()).angle().abs()
+            assert angles.max().item() <= sol.phase + 1e-6 and angles.max().item() > 0.9 * sol.phase
+            assert (sol.phase < 1) == (cell == "gru")
         w_ih = gate_block(p["weight_ih"], GATES[model.cell], gate)
         assert w_ih.var().item() * 28 == pytest.approx(hp["nu"] ** 2, rel=0.05)
 
@@ -131,14 +209,20 @@ def test_every_task_solves_for_its_length_and_inputs(task, data_root):
     assert checked == (t.seq_len - t.content_steps or t.seq_len) and checked > 1
 
 
-def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, data_root):
+@pytest.mark.parametrize("isometry", ["auto", "gain"])
+def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, data_root, isometry):
     out = tmp_path / "crit"
-    res = run_cli("critical", "cell=gru", "task.pad=100", "verify.population=500", f"hydra.run.dir={out}",
-                  env={"MFTRNN_CACHE": str(tmp_path / "cache")})
+    res = run_cli("critical", "cell=gru", "task.pad=100", f"init.isometry={isometry}", "verify.population=500",
+                  f"hydra.run.dir={out}", env={"MFTRNN_CACHE": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr
     d = json.loads((out / "critical.json").read_text())
     assert d["spec"]["steps"] == 128 and d["predictions"]["tied_linear"]["radius"] == pytest.approx(1)
-    assert d["verify"]["tied"]["horizon"] is None  # the two digits stay apart through the padding
+    if isometry == "gain":
+        assert d["verify"]["tied"]["horizon"] is None  # the two digits stay apart through the padding
+        assert d["phase"] == pytest.approx(math.pi)
+    else:  # the GRU's default: phase-limited weights, which the tied population solver cannot describe
+        assert d["spec"]["isometry"] == "phase" and d["phase"] < 1 and "skipped" in d["verify"]["tied"]
+        assert f"init.phase={d['phase']:.6g}" in d["overrides"]
     assert "mu" in d["gates"]["z"] and "init.gates.z.mu=" in " ".join(d["overrides"])
     run = tmp_path / "run"
     res = run_cli("train", "--config-dir", str(out), "init=critical_gru_T128", "cell=gru", *TINY, f"hydra.run.dir={run}")
@@ -148,6 +232,7 @@ def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, d
     assert summary["config"]["init"]["gates"]["z"]["mu"] == pytest.approx(d["gates"]["z"]["mu"], rel=1e-8)
     bias = torch.load(run / "init.pt")["rnn.bias_ih_l0"]
     assert torch.all(bias[16:32] == torch.tensor(d["gates"]["z"]["mu"], dtype=torch.float32))  # z block, hidden 16
+    assert summary["config"]["init"]["phase"] == pytest.approx(d["phase"], rel=1e-6)
 
 
 def test_diagnose_tells_critical_from_standard(tmp_path, data_root):

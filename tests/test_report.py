@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from conftest import DATA, MFTRNN, REPO, TINY, run_cli
-from mftrnn.report import Run, differing, fit_c, generalization_table, groups, independent, label, linked_keys
+from mftrnn.report import (Run, differing, fit_c, generalization_table, groups, independent, label, linked_keys,
+                           load_runs)
 
 
 def fake(seed: int, pad: int, init: str = "chrono", acc: float = 0.5) -> Run:
@@ -54,6 +55,35 @@ def test_a_key_that_follows_an_axis_is_linked_not_a_third_axis():
 def test_a_groups_keys_count_only_within_one_choice():
     # meanfield has init.gates.*, chrono has not: the runs differ in init, not in the gates
     assert differing([fake(0, 10, "chrono"), fake(0, 10, "meanfield")]) == ["init.scheme"]
+
+
+def test_a_key_some_runs_lack_does_not_label_them():
+    # runs recorded before a config key existed (init.isometry) beside runs that hold it: not a label
+    old, new = fake(0, 10, "critical"), fake(0, 100, "critical")
+    new.config["init.isometry"] = "auto"
+    assert differing([old, new]) == ["task.pad"]
+    new2, new3 = fake(1, 10, "critical"), fake(1, 10, "critical")
+    new2.config["init.isometry"], new3.config["init.isometry"] = "phase", "auto"
+    # where the runs that hold it disagree, it labels them
+    assert differing([old, new, new2, new3]) == ["init.isometry", "task.pad"]
+
+
+def test_critical_runs_are_labelled_by_the_family_they_ran(tmp_path):
+    # a run recorded before init.isometry existed ran the Haar family: it groups with isometry=gain runs,
+    # whatever write they recorded (the Haar family does not use it); a phase run is told apart
+    runs = [({"init": {"scheme": "critical"}}, {}),
+            ({"init": {"scheme": "critical", "isometry": "gain", "write": 8.0}}, {"spec": {"isometry": "gain"}}),
+            ({"init": {"scheme": "critical", "isometry": "auto", "write": 30.0}}, {"spec": {"isometry": "phase"}})]
+    for i, (init, solution) in enumerate(runs):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        config = {"seed": i % 2, "cell": {"kind": "gru"}, "task": {"name": "padded_mnist", "pad": 10}, **init}
+        (d / "summary.json").write_text(json.dumps({"config": config, "init_solution": solution, "test_acc": 0.5}))
+        (d / "metrics.jsonl").write_text(json.dumps({"step": 1, "val/acc": 0.5}) + "\n")
+    loaded = load_runs([tmp_path])
+    assert differing(loaded) == ["init.isometry"]
+    assert sorted(len(m) for m in groups(loaded).values()) == [1, 2]
+    assert "init.write" not in loaded[0].config and loaded[2].config["init.write"] == 30.0
 
 
 def test_generalization_table_has_mean_and_std_over_seeds():

@@ -39,9 +39,15 @@ from mftrnn.theory import closed
 from mftrnn.theory.hyper import Gate, Hyper
 from mftrnn.theory.quadrature import nodes as hermite_nodes
 
-VERSION = 3  # bump when the solver's answer for the same spec changes: old cache entries are ignored
+VERSION = 4  # bump when the solver's answer for the same spec changes: old cache entries are ignored
 OPEN_GATE = {"lstm": "o", "gru": "r"}  # the gate held open (the LSTM's output, the GRU's reset)
 CRITERIA = ("tied", "untied")
+ISOMETRIES = ("gain", "phase")
+# init.isometry=auto, measured on padded MNIST (docs/theory.md §10.6, docs/results.md): the phase-limited
+# GRU (write 30) learns 1.6-2x faster than the Haar one at pad 1000 and 5000; the LSTM does not gain from it
+DEFAULT_ISOMETRY = {"lstm": "gain", "gru": "phase"}
+# the init=critical settings each family leaves unused (a run's label should not show them)
+UNUSED_BY = {"gain": ("write", "log10_min_gain"), "phase": ("log10_gain",)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class CriticalSpec:
     gate_nu: float = 0.1  # input scale of the gates
     candidate_nu: float = 1.0  # input scale of the candidate (g / n)
     open_bias: float = 3.0  # bias of the LSTM's output gate, the GRU's reset gate (sigma(3) = 0.953)
+    isometry: str = "gain"  # gain: Haar angles, keep from eq. (T35); phase: write given, angle limit from eq. (T37)
+    write: float = 30.0  # isometry=phase: T (1 - f)
+    log10_min_gain: float = -0.5  # isometry=phase: log10 of the T-step product's smallest singular value
 
     def __post_init__(self) -> None:
         if self.cell not in ("lstm", "gru"):
@@ -73,6 +82,14 @@ class CriticalSpec:
                 raise ValueError(f"{name}={v!r} is not allowed: {name} must be finite and >= 0")
         if not (math.isfinite(self.log10_gain) and self.log10_gain < 0):
             raise ValueError(f"log10_gain={self.log10_gain!r} is not allowed: log10_gain must be < 0")
+        if self.isometry not in ISOMETRIES:
+            raise ValueError(f"isometry={self.isometry!r} is not allowed: isometry must be one of {ISOMETRIES}")
+        if self.isometry == "phase" and (self.criterion != "tied" or not self.orthogonal):
+            raise ValueError("isometry='phase' needs criterion='tied' and orthogonal recurrent weights")
+        if not (math.isfinite(self.write) and self.write > 0):
+            raise ValueError(f"write={self.write!r} is not allowed: write must be > 0")
+        if not (math.isfinite(self.log10_min_gain) and self.log10_min_gain < 0):
+            raise ValueError(f"log10_min_gain={self.log10_min_gain!r} is not allowed: log10_min_gain must be < 0")
 
     def key(self) -> str:
         """A stable hash of the spec and the solver's version: the cache file's name."""
@@ -88,25 +105,43 @@ class CriticalSolution:
     gates: dict[str, dict[str, float]]  # gate -> {mu, rho, sigma, nu}, the meanfield preset
     orthogonal: bool
     predictions: dict = field(default_factory=dict)
+    phase: float = math.pi  # the recurrent weights' largest eigen-angle (pi: Haar), docs/theory.md §10.6
 
     def hyper(self) -> Hyper:
         return Hyper(self.spec.cell, {k: Gate(**v) for k, v in self.gates.items()}, self.orthogonal,
-                     source={"init": "critical", "spec": asdict(self.spec)})
+                     source={"init": "critical", "spec": asdict(self.spec)}, phase=self.phase)
 
     def overrides(self) -> list[str]:
         """The same initialization as `init=meanfield` command-line overrides."""
         out = ["init=meanfield", f"init.recurrent={'orthogonal' if self.orthogonal else 'gaussian'}"]
+        if self.phase < math.pi:
+            out.append(f"init.phase={self.phase:.6g}")
         out += [f"init.gates.{k}.{a}={v:.6g}" for k, g in self.gates.items() for a, v in g.items()]
         return out
 
     def as_dict(self) -> dict:
         return {"spec": asdict(self.spec), "recurrent": "orthogonal" if self.orthogonal else "gaussian",
-                "gates": self.gates, "predictions": self.predictions, "overrides": self.overrides(),
-                "version": VERSION}
+                "phase": self.phase, "gates": self.gates, "predictions": self.predictions,
+                "overrides": self.overrides(), "version": VERSION}
 
     @classmethod
     def from_dict(cls, d: dict) -> "CriticalSolution":
-        return cls(CriticalSpec(**d["spec"]), d["gates"], d["recurrent"] == "orthogonal", d["predictions"])
+        return cls(CriticalSpec(**d["spec"]), d["gates"], d["recurrent"] == "orthogonal", d["predictions"],
+                   float(d.get("phase", math.pi)))
+
+
+def resolve_isometry(cell: str, isometry: str, criterion: str, orthogonal: bool) -> str:
+    """`auto` as the cell's measured default (DEFAULT_ISOMETRY); the Haar family (`gain`) wherever the
+    phase limit does not apply (the untied criterion, Gaussian weights). Explicit values pass through."""
+    if isometry != "auto":
+        return isometry
+    return DEFAULT_ISOMETRY[cell] if criterion == "tied" and orthogonal else "gain"
+
+
+def recorded_isometry(solution: Optional[dict]) -> str:
+    """The family a run's recorded solution (summary.json `init_solution`) used: solvers before version 4
+    knew the Haar family (`gain`) only."""
+    return ((solution or {}).get("spec") or {}).get("isometry", "gain")
 
 
 # ----------------------------------------------------------------------------- the linearized tied theory
@@ -124,13 +159,25 @@ def keep_for_gain(steps: int, log10_gain: float) -> float:
     return 1.0 - math.exp(brentq(gap, math.log(1e-12), hi, xtol=1e-10))
 
 
-def tied_gain(keep: float, coupling: float, steps) -> np.ndarray:
+def _angles(phase: float, points: int = 4096) -> np.ndarray:
+    """Midpoints of [0, phase]: the eigen-angles of a phase-limited orthogonal matrix (symmetric in theta)."""
+    return (np.arange(points) + 0.5) * phase / points
+
+
+def tied_gain(keep: float, coupling: float, steps, phase: float = math.pi) -> np.ndarray:
     """Mean-square gain |J^n u|^2 / |u|^2 of a random u under n steps of J = f I + c O, eq. (T36):
     sum_k C(n,k)^2 f^(2(n-k)) c^(2k) (orthogonal O: the mean of |f + c e^{i theta}|^(2n) over the
     unit circle; Gaussian O of scale 1 gives the same mean-square growth, docs/theory.md §7.8).
-    `steps` may be an array of n >= 0; computed in log space (n up to 10^5 and more)."""
+    With the eigen-angles limited to |theta| < phase (phase < pi, eq. (T37)) the mean runs over that
+    arc instead (midpoint rule). `steps` may be an array of n >= 0; computed in log space (n up to
+    10^5 and more)."""
     n = np.atleast_1d(np.asarray(steps, dtype=np.int64))
     out = np.empty(n.shape)
+    if phase < math.pi:
+        log_mod = np.log(np.maximum(np.abs(keep + coupling * np.exp(1j * _angles(phase))), 1e-300))
+        for j, m in enumerate(n):
+            out[j] = math.exp(float(logsumexp(2 * m * log_mod)) - math.log(log_mod.size))
+        return out if np.ndim(steps) else out[0]
     lf, lc = math.log(max(keep, 1e-300)), math.log(max(coupling, 1e-300))
     for j, m in enumerate(n):
         k = np.arange(m + 1)
@@ -139,19 +186,20 @@ def tied_gain(keep: float, coupling: float, steps) -> np.ndarray:
     return out if np.ndim(steps) else out[0]
 
 
-def _log_singular_spread(keep: float, coupling: float, steps: int, points: int = 4096) -> dict:
-    """Mean and std over theta of steps * log10 |keep + coupling e^{i theta}| (midpoint rule)."""
-    theta = (np.arange(points) + 0.5) * np.pi / points  # symmetric in theta: [0, pi] suffices
+def _log_singular_spread(keep: float, coupling: float, steps: int, phase: float = math.pi) -> dict:
+    """Mean and std over theta in [0, phase] of steps * log10 |keep + coupling e^{i theta}| (midpoint rule)."""
+    theta = _angles(phase)  # symmetric in theta: [0, phase] suffices
     lam = np.abs(keep + coupling * np.exp(1j * theta))
     logs = steps * np.log10(np.maximum(lam, 1e-300))
     return {"log10_singular_mean": float(logs.mean()), "log10_singular_std": float(logs.std())}
 
 
-def tied_horizon(keep: float, coupling: float, max_steps: int, eps: float = 1e-2) -> Optional[int]:
+def tied_horizon(keep: float, coupling: float, max_steps: int, eps: float = 1e-2,
+                 phase: float = math.pi) -> Optional[int]:
     """The memory horizon of eq. (T29) in the linearized tied theory: the first n <= max_steps at
     which the mean-square distance of two states, tied_gain(n), falls below eps (None: never)."""
     grid = np.unique(np.clip(np.geomspace(1, max(max_steps, 1), 200).astype(np.int64), 1, max_steps))
-    g = tied_gain(keep, coupling, grid)
+    g = tied_gain(keep, coupling, grid, phase)
     below = np.flatnonzero(g < eps)
     if below.size == 0:
         return None
@@ -159,7 +207,7 @@ def tied_horizon(keep: float, coupling: float, max_steps: int, eps: float = 1e-2
     lo = int(grid[below[0] - 1]) if below[0] > 0 else 0
     while hi - lo > 1:  # the gain falls monotonically: bisect between the grid points
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if tied_gain(keep, coupling, mid) >= eps else (lo, mid)
+        lo, hi = (mid, hi) if tied_gain(keep, coupling, mid, phase) >= eps else (lo, mid)
     return hi
 
 
@@ -217,11 +265,27 @@ def operating_point(hp: Hyper, R: float, fp: Optional[closed.FixedPoint] = None)
 
 
 # ----------------------------------------------------------------------------- the solver
+def phase_for_min_gain(keep: float, coupling: float, steps: int, log10_min_gain: float) -> float:
+    """The eigen-angle limit of eq. (T37): the largest phase in (0, pi] at which the T-step product of
+    J = f I + c O (radius f + c = 1, eigen-angles |theta| < phase) keeps its smallest singular value,
+    |f + c e^{i phase}|^T, at 10^log10_min_gain; pi when even the Haar circle keeps more (short T)."""
+    gap = lambda th: steps * math.log10(max(abs(keep + coupling * complex(math.cos(th), math.sin(th))), 1e-300)) \
+        - log10_min_gain  # noqa: E731
+    if gap(math.pi) >= 0:
+        return math.pi
+    return brentq(gap, 1e-12, math.pi, xtol=1e-12)
+
+
 def solve(spec: CriticalSpec) -> CriticalSolution:
     """Solve the critical family for `spec` (docs/theory.md §10.2): the keep bias from eq. (T35)
-    at the operating point's gate noise, then the candidate's recurrent scale from eq. (T34) (tied:
-    radius 1; untied: m_1 = 1), by brentq; then the predictions of `predict`."""
-    f_target = keep_for_gain(spec.steps, spec.log10_gain)
+    at the operating point's gate noise (isometry=phase: from the given write, T(1 - f) = write), then
+    the candidate's recurrent scale from eq. (T34) (tied: radius 1; untied: m_1 = 1), by brentq;
+    isometry=phase then limits the recurrent eigen-angles by eq. (T37) (§10.6); then the predictions
+    of `predict`."""
+    if spec.isometry == "phase":
+        f_target = 1.0 - min(spec.write / spec.steps, 0.5)
+    else:
+        f_target = keep_for_gain(spec.steps, spec.log10_gain)
     gate_var = spec.gate_nu ** 2 * spec.R_op  # Q* ~ 0 near the operating point: gate noise from the input
     logit = math.log(f_target / (1.0 - f_target))
     b_keep = brentq(lambda b: _mean_sigmoid(b, gate_var) - f_target, logit - 5, logit + 40, xtol=1e-12)
@@ -241,15 +305,20 @@ def solve(spec: CriticalSpec) -> CriticalSolution:
                            f"for {spec} (keep f = {f_target:.6g})")
     sigma_c = brentq(excess, lo, hi, xtol=1e-10)
     hp = _family(spec, b_keep, sigma_c)
+    phase = math.pi
+    if spec.isometry == "phase":
+        op = operating_point(hp, spec.R_op)
+        phase = phase_for_min_gain(op["keep"], op["coupling"], spec.steps, spec.log10_min_gain)
     gates = {k: {a: float(np.asarray(getattr(g, a))) for a in ("mu", "rho", "sigma", "nu")} for k, g in hp.gates.items()}
-    return CriticalSolution(spec, gates, spec.orthogonal, predict(hp, spec))
+    return CriticalSolution(spec, gates, spec.orthogonal, predict(hp, spec, phase), phase)
 
 
-def predict(hp: Hyper, spec: CriticalSpec) -> dict:
+def predict(hp: Hyper, spec: CriticalSpec, phase: float = math.pi) -> dict:
     """What the theory says of `hp` for the task of `spec`: the operating point and the tied radius
     (eq. (T34)); the linearized tied theory over the T steps (eq. (T36)): log10 of the rms gain and
     of the smallest singular value, the memory horizon after the informative part; the untied
-    closed forms at the operating point: m_1, m_1^T, xi_C, Q*."""
+    closed forms at the operating point: m_1, m_1^T, xi_C, Q*. `phase`: the recurrent weights' largest
+    eigen-angle (pi: Haar; less: phase-limited, eq. (T37))."""
     fp = closed.fixed_point(hp, spec.R_op)
     op = operating_point(hp, spec.R_op, fp)
     f, c, T = op["keep"], op["coupling"], spec.steps
@@ -257,13 +326,14 @@ def predict(hp: Hyper, spec: CriticalSpec) -> dict:
     # (unrolled MNIST, CIFAR-10): the first input must then survive all T steps
     n_check = spec.steps - spec.content_steps or spec.steps
     tied = {"radius": op["radius"],
-            "log10_rms_gain": 0.5 * math.log10(max(tied_gain(f, c, T), 1e-300)) if op["radius"] <= 1 + 1e-9
-            else T * math.log10(op["radius"]),  # above 1 the top eigenvalue's growth dominates
-            "log10_min_singular": T * math.log10(max(abs(f - c), 1e-300)),
+            "log10_rms_gain": 0.5 * math.log10(max(tied_gain(f, c, T, phase), 1e-300))
+            if op["radius"] <= 1 + 1e-9 else T * math.log10(op["radius"]),  # above 1 the top eigenvalue dominates
+            "log10_min_singular": T * math.log10(max(abs(f + c * complex(math.cos(phase), math.sin(phase))), 1e-300)),
+            "phase": phase,
             # the spread of the T-step product's log singular values T log10 |f + c e^{i theta}| (normal
             # product: the moduli of its eigenvalues), theta uniform: their mean and standard deviation
-            **_log_singular_spread(f, c, T),
-            "horizon": tied_horizon(f, c, n_check) if op["radius"] <= 1 + 1e-9 else None,
+            **_log_singular_spread(f, c, T, phase),
+            "horizon": tied_horizon(f, c, n_check, phase=phase) if op["radius"] <= 1 + 1e-9 else None,
             "horizon_steps_checked": n_check}
     m1, lam = (float(np.asarray(v).reshape(-1)[0]) for v in closed.tangent(hp, fp, spec.R_op))
     untied = {"m1": m1, "log10_m1_power_T": T * math.log10(max(m1, 1e-300)), "lambda_c": lam,

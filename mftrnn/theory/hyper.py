@@ -130,13 +130,16 @@ class UniformLaw(BiasLaw):
 class Hyper:
     """A cell (lstm, gru: reset-after as nn.GRU, gru_reset_before: the paper's form), its gates'
     hyperparameters and the non-Gaussian bias laws. `orthogonal` recurrent weights change only m_2
-    and the spectra in the untied theory (docs/theory.md §4.2). `source` records the init scheme."""
+    and the spectra in the untied theory (docs/theory.md §4.2); `phase` < pi limits their eigen-angles
+    (docs/theory.md §10.6: the linearized tied theory and simulated networks use it, the untied and the
+    tied population theories do not). `source` records the init scheme."""
 
     cell: str
     gates: dict[str, Gate]
     orthogonal: bool = False
     laws: tuple = ()  # BiasLaw objects; their gates' mu and rho are unused
     source: dict = field(default_factory=dict)
+    phase: float = math.pi  # orthogonal only: the recurrent weights' largest eigen-angle
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -182,8 +185,11 @@ class Hyper:
         gates = {k: {a: to(getattr(g, a)) for a in PARAMS} for k, g in self.gates.items()}
         for k in self.law_gates:
             gates[k].pop("mu"), gates[k].pop("rho")
-        return {"cell": self.cell, "recurrent": "orthogonal" if self.orthogonal else "gaussian", "gates": gates,
-                "bias_laws": [law.describe() for law in self.laws], "source": self.source}
+        out = {"cell": self.cell, "recurrent": "orthogonal" if self.orthogonal else "gaussian", "gates": gates,
+               "bias_laws": [law.describe() for law in self.laws], "source": self.source}
+        if self.phase < math.pi:
+            out["phase"] = self.phase
+        return out
 
     def sample_biases(self, n: int, gen: torch.Generator, device, batch: Optional[dict] = None) -> dict:
         """Per-unit biases for the population and tied solvers: {gate: tensor}. Gaussian gates draw
@@ -303,7 +309,7 @@ def hyper_from_config(cell_kind, init, hidden: int, input_size: int, seq_len: in
         raise ValueError(f"init={scheme} has no mean-field description; known: {sorted(ADAPTERS)}")
     gates, orthogonal, laws = ADAPTERS[scheme](cell, init, hidden, input_size, seq_len)
     return Hyper(cell, gates, orthogonal, laws, source={"init": scheme, "hidden": hidden, "input_size": input_size,
-                                                        "seq_len": seq_len})
+                                                        "seq_len": seq_len}, phase=getattr(init, "phase", math.pi))
 
 
 

@@ -133,7 +133,11 @@ def sample_weights(hp: Hyper, width: int, input_size: int, generator: torch.Gene
     for j, gate in enumerate(names):
         g, rows = hp.gates[gate], slice(j * width, (j + 1) * width)
         w_ih[rows].normal_(0.0, float(g.nu) / math.sqrt(input_size), generator=generator)
-        if hp.orthogonal:
+        if hp.orthogonal and hp.phase < math.pi:
+            from mftrnn.inits import phase_limited_orthogonal_
+
+            phase_limited_orthogonal_(w_hh[rows], float(g.sigma), hp.phase, generator=generator)
+        elif hp.orthogonal:
             nn.init.orthogonal_(w_hh[rows], gain=float(g.sigma), generator=generator)
         else:
             w_hh[rows].normal_(0.0, float(g.sigma) / math.sqrt(width), generator=generator)
@@ -149,7 +153,7 @@ def meanfield_init(hp: Hyper):
     gates = {k: GateHP(**{a: float(getattr(g, a)) for a in ("mu", "rho", "sigma", "nu")}) for k, g in hp.gates.items()}
     kind = LstmGates if hp.cell == "lstm" else GruGates
     return MeanFieldInitConfig(recurrent=Recurrent.orthogonal if hp.orthogonal else Recurrent.gaussian,
-                               gates=kind(**gates))
+                               gates=kind(**gates), phase=hp.phase)
 
 
 def tied_module(hp: Hyper, width: int, input_size: int, seed: int, device, dtype: torch.dtype = torch.float64,
