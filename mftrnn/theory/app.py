@@ -113,7 +113,7 @@ def run_theory(cfg: DictConfig, out_dir: Path) -> dict:
             result["trajectory"]["note"] = "orthogonal recurrent weights treated as Gaussian (docs/theory.md §7.8)"
         if hp.phase < math.pi:
             result["trajectory"]["note"] += ("; their eigen-angles are limited (docs/theory.md §10.6), which "
-                                             "the tied population solver does not describe")
+                                             "neither population theory describes")
     seconds["trajectories"] = time.perf_counter() - clock
     mem = memory(traj, th.horizon_eps)
     if untied is not None and "horizon" in mem:
