@@ -65,10 +65,8 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
     from mftrnn.theory.stationary import stationary
     from mftrnn.theory.trajectories import memory_of
 
-    phase = getattr(conf.init, "phase", math.pi)
     if conf.init.scheme is InitScheme.critical:
-        solution = CriticalSolution.from_dict(info)
-        hp, phase = solution.hyper(), solution.phase
+        hp = CriticalSolution.from_dict(info).hyper()
     else:
         hp = hyper.hyper_from_config(conf.cell.kind, conf.init, conf.model.hidden, task.input_size, task.seq_len)
     x = pairs.x[:, :2].to(torch.float64).cpu()
@@ -85,7 +83,7 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
         if theory == "tied" and steps > conf.theory.max_steps:
             out[theory] = {"skipped": f"T = {steps} > theory.max_steps = {conf.theory.max_steps}"}
             continue
-        if theory == "tied" and phase < math.pi:  # its population draws Gaussian weights (docs/theory.md §7.8)
+        if theory == "tied" and hp.phase < math.pi:  # its population draws Gaussian weights (docs/theory.md §7.8)
             out[theory] = {"skipped": "phase-limited recurrent weights (docs/theory.md §10.6): see tied_linear"}
             continue
         tr, mem = memory_of(hp, two, theory, conf.eps, conf.theory.population, conf.seed)

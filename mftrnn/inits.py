@@ -125,29 +125,37 @@ def phase_limited_orthogonal_(w: torch.Tensor, gain: float, phase: float,
 
 
 @torch.no_grad()
+def recurrent_block_(w: torch.Tensor, sigma: float, orthogonal: bool, phase: float = math.pi,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One gate's recurrent block w (H, H) from the mean-field law (docs/theory.md §1): N(0, sigma^2 / H)
+    entries, or sigma x Haar-orthogonal, its eigen-angles limited to |theta| < phase where phase < pi
+    (§10.6). `generator`: None draws from the global generator (the inits), else from it (the theory's
+    simulated networks)."""
+    if orthogonal and phase < math.pi:
+        return phase_limited_orthogonal_(w, sigma, phase, generator=generator)
+    if orthogonal:
+        return nn.init.orthogonal_(w, gain=sigma, generator=generator)  # QR with sign fix: Haar-distributed
+    return w.normal_(0.0, sigma / math.sqrt(w.shape[1]), generator=generator)
+
+
+@torch.no_grad()
 def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, task: TaskShape) -> None:
     """Explicit mean-field hyperparameters per gate k (docs/theory.md §1).
 
     weight_hh block  <- N(0, sigma_k^2 / H) entries, or sigma_k x Haar-orthogonal (recurrent=orthogonal),
-                        its eigen-angles limited to |theta| < phase where phase < pi (phase_limited_orthogonal_)
+                        its eigen-angles limited to |theta| < phase where phase < pi (recurrent_block_)
     weight_ih block  <- N(0, nu_k^2 / n_in) entries (n_in = H for layers above the first)
     bias_ih block    <- N(mu_k, rho_k^2), drawn once per unit;  bias_hh <- 0 (GRU: b_hn = 0)
     """
     gates = GATES[model.cell]
-    hidden = model.rnn.hidden_size
     for layer in range(model.rnn.num_layers):
         p = layer_params(model.rnn, layer)
         n_in = p["weight_ih"].shape[1]
         nn.init.zeros_(p["bias_hh"])
         for gate in gates:
             hp = getattr(cfg.gates, gate)
-            w_hh = gate_block(p["weight_hh"], gates, gate)
-            if cfg.recurrent is Recurrent.orthogonal and cfg.phase < math.pi:
-                phase_limited_orthogonal_(w_hh, hp.sigma, cfg.phase)
-            elif cfg.recurrent is Recurrent.orthogonal:
-                nn.init.orthogonal_(w_hh, gain=hp.sigma)  # QR with sign fix: Haar-distributed
-            else:
-                w_hh.normal_(0.0, hp.sigma / math.sqrt(hidden))
+            recurrent_block_(gate_block(p["weight_hh"], gates, gate), hp.sigma,
+                             cfg.recurrent is Recurrent.orthogonal, cfg.phase)
             gate_block(p["weight_ih"], gates, gate).normal_(0.0, hp.nu / math.sqrt(n_in))
             gate_block(p["bias_ih"], gates, gate).normal_(hp.mu, hp.rho)
     _glorot_head(model)

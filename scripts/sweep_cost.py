@@ -22,14 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from mftrnn.packed_train import BEST_PACK
-
-
-def _has(config: dict, dotted: str) -> bool:
-    for part in dotted.split("."):
-        if not isinstance(config, dict) or part not in config:
-            return False
-        config = config[part]
-    return True
+from mftrnn.schema import flatten
 
 
 def sweep_cost(sweep: Path, rerun_key: str | None) -> tuple[float, list[str]]:
@@ -39,7 +32,7 @@ def sweep_cost(sweep: Path, rerun_key: str | None) -> tuple[float, list[str]]:
         s = json.loads(f.read_text())
         if "wall_time_s" not in s:
             continue
-        rerun = rerun_key is not None and _has(s.get("config", {}), rerun_key)
+        rerun = rerun_key is not None and rerun_key in flatten(s.get("config", {}))
         groups[(s["cell"], int(s["seq_len"]))].append((float(s["wall_time_s"]), rerun))
     total, rows = 0.0, []
     for (cell, T), runs in sorted(groups.items()):

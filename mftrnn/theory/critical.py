@@ -164,6 +164,11 @@ def _angles(phase: float, points: int = 4096) -> np.ndarray:
     return (np.arange(points) + 0.5) * phase / points
 
 
+def _log10_singular(keep: float, coupling: float, steps: int, theta: float) -> float:
+    """steps * log10 |f + c e^{i theta}|: the T-step product's log10 singular value at eigen-angle theta."""
+    return steps * math.log10(max(abs(keep + coupling * complex(math.cos(theta), math.sin(theta))), 1e-300))
+
+
 def tied_gain(keep: float, coupling: float, steps, phase: float = math.pi) -> np.ndarray:
     """Mean-square gain |J^n u|^2 / |u|^2 of a random u under n steps of J = f I + c O, eq. (T36):
     sum_k C(n,k)^2 f^(2(n-k)) c^(2k) (orthogonal O: the mean of |f + c e^{i theta}|^(2n) over the
@@ -269,8 +274,7 @@ def phase_for_min_gain(keep: float, coupling: float, steps: int, log10_min_gain:
     """The eigen-angle limit of eq. (T37): the largest phase in (0, pi] at which the T-step product of
     J = f I + c O (radius f + c = 1, eigen-angles |theta| < phase) keeps its smallest singular value,
     |f + c e^{i phase}|^T, at 10^log10_min_gain; pi when even the Haar circle keeps more (short T)."""
-    gap = lambda th: steps * math.log10(max(abs(keep + coupling * complex(math.cos(th), math.sin(th))), 1e-300)) \
-        - log10_min_gain  # noqa: E731
+    gap = lambda th: _log10_singular(keep, coupling, steps, th) - log10_min_gain  # noqa: E731
     if gap(math.pi) >= 0:
         return math.pi
     return brentq(gap, 1e-12, math.pi, xtol=1e-12)
@@ -328,7 +332,7 @@ def predict(hp: Hyper, spec: CriticalSpec, phase: float = math.pi) -> dict:
     tied = {"radius": op["radius"],
             "log10_rms_gain": 0.5 * math.log10(max(tied_gain(f, c, T, phase), 1e-300))
             if op["radius"] <= 1 + 1e-9 else T * math.log10(op["radius"]),  # above 1 the top eigenvalue dominates
-            "log10_min_singular": T * math.log10(max(abs(f + c * complex(math.cos(phase), math.sin(phase))), 1e-300)),
+            "log10_min_singular": _log10_singular(f, c, T, phase),
             "phase": phase,
             # the spread of the T-step product's log singular values T log10 |f + c e^{i theta}| (normal
             # product: the moduli of its eigenvalues), theta uniform: their mean and standard deviation

@@ -124,8 +124,10 @@ def sample_biases(hp: Hyper, width: int, generator: torch.Generator,
 def sample_weights(hp: Hyper, width: int, input_size: int, generator: torch.Generator,
                    dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
     """One draw of (w_ih, w_hh) from the mean-field law, gate by gate (docs/theory.md §1): w_hh block k
-    N(0, sigma_k^2 / n) entries, or sigma_k x Haar-orthogonal (QR with sign fix); w_ih block k
-    N(0, nu_k^2 / n_in) entries."""
+    N(0, sigma_k^2 / n) entries, or sigma_k x Haar-orthogonal (phase-limited where hp.phase < pi), as
+    the inits draw it (mftrnn.inits.recurrent_block_); w_ih block k N(0, nu_k^2 / n_in) entries."""
+    from mftrnn.inits import recurrent_block_
+
     names = GATES[hp.cell]
     device = generator.device
     w_ih = torch.empty(len(names) * width, input_size, dtype=dtype, device=device)  # (G n, n_in)
@@ -133,14 +135,7 @@ def sample_weights(hp: Hyper, width: int, input_size: int, generator: torch.Gene
     for j, gate in enumerate(names):
         g, rows = hp.gates[gate], slice(j * width, (j + 1) * width)
         w_ih[rows].normal_(0.0, float(g.nu) / math.sqrt(input_size), generator=generator)
-        if hp.orthogonal and hp.phase < math.pi:
-            from mftrnn.inits import phase_limited_orthogonal_
-
-            phase_limited_orthogonal_(w_hh[rows], float(g.sigma), hp.phase, generator=generator)
-        elif hp.orthogonal:
-            nn.init.orthogonal_(w_hh[rows], gain=float(g.sigma), generator=generator)
-        else:
-            w_hh[rows].normal_(0.0, float(g.sigma) / math.sqrt(width), generator=generator)
+        recurrent_block_(w_hh[rows], float(g.sigma), hp.orthogonal, hp.phase, generator=generator)
     return w_ih, w_hh
 
 

@@ -4,13 +4,15 @@ On the GPU machine, after `source scripts/device_setup.sh`:
     timeout 560 python3 scripts/gpu/init_probe.py PLAN OUT_DIR
 A killed call loses nothing: SIGTERM checkpoints every run of a pack, and the same command resumes
 (finished runs are answered without training). Each run's metrics.jsonl, summary.json and train.log
-go into OUT_DIR/PLAN.tgz, its last weights (for `mftrnn diagnose ckpt=...`) into OUT_DIR/<run>.pt. The plans are the comparisons of docs/theory.md §10.6 and docs/results.md:
-padded MNIST, rows, hidden 256, batch 128, Adam 1e-3, clip 1 (`mftrnn train`'s defaults);
+go into OUT_DIR/PLAN.tgz, its last weights (for `mftrnn diagnose ckpt=...`) into OUT_DIR/<run>.pt.
+The plans are the comparisons of docs/theory.md §10.6 and docs/results.md, with every init setting
+written out as it ran (`critical` runs are the Haar family, `init.isometry=gain`, the default when
+they ran): padded MNIST, rows, hidden 256, batch 128, Adam 1e-3, clip 1 (`mftrnn train`'s defaults);
 `phase1000`: pad 1000, 4,000 steps: chrono and critical (seed 1) beside phase-limited critical
 variants (seed 0); `gru_phase`: more writes and a second seed of the phase-limited GRU at pad 1000,
 and pad 5000, 1,000 steps, seed 1 of chrono and critical beside the phase-limited GRU; `gru_phase2`:
-the write 60 (second seed) and 90 at pad 1000, 60 and 30 (second seed) at pad 5000. A CPU rehearsal: PROBE_EXTRA="device=cpu model.hidden=16 data.limit=512
-train.steps=20 train.eval_every=10".
+the write 60 (second seed) and 90 at pad 1000, 60 and 30 (second seed) at pad 5000. A CPU rehearsal:
+PROBE_EXTRA="device=cpu model.hidden=16 data.limit=512 train.steps=20 train.eval_every=10".
 """
 from __future__ import annotations
 
@@ -28,11 +30,12 @@ EXTRA = os.environ.get("PROBE_EXTRA", "").split()
 P1000 = ["task.pad=1000", "train.steps=4000", "train.eval_every=200"]
 P5000 = ["task.pad=5000", "train.steps=1000", "train.eval_every=250"]
 PHASE = ["init=critical", "init.isometry=phase"]
+HAAR = ["init=critical", "init.isometry=gain"]
 PLANS = {
     "phase1000": {f"{cell}_{name}": [*P1000, f"cell={cell}", *over] for cell in ("lstm", "gru") for name, over in {
         "chrono_seed1": ["init=chrono", "seed=1"],
-        "critical_seed1": ["init=critical", "seed=1"],
-        "phase_w8_seed0": [*PHASE, "seed=0"],
+        "critical_seed1": [*HAAR, "seed=1"],
+        "phase_w8_seed0": [*PHASE, "init.write=8", "seed=0"],
         "phase_w30_seed0": [*PHASE, "init.write=30", "seed=0"],
     }.items()},
     "gru_phase": {
@@ -44,9 +47,9 @@ PLANS = {
         **{f"{cell}_{name}_pad5000": [*P5000, f"cell={cell}", *over] for cell, name, over in (
             ("gru", "phase_w30_seed0", [*PHASE, "init.write=30", "seed=0"]),
             ("gru", "chrono_seed1", ["init=chrono", "seed=1"]),
-            ("gru", "critical_seed1", ["init=critical", "seed=1"]),
+            ("gru", "critical_seed1", [*HAAR, "seed=1"]),
             ("lstm", "chrono_seed1", ["init=chrono", "seed=1"]),
-            ("lstm", "critical_seed1", ["init=critical", "seed=1"]))},
+            ("lstm", "critical_seed1", [*HAAR, "seed=1"]))},
     },
     "gru_phase2": {
         **{f"gru_{name}_pad1000": [*P1000, "cell=gru", *over] for name, over in {
