@@ -4,21 +4,24 @@
 #   .carry/ MNIST's four .gz files (unpacked there by scripts/device_setup.sh)
 # The third-party wheels are listed in scripts/device_wheels.txt; fetch them once with
 #   bash scripts/device_prepare.sh --fetch
-# CIFAR-10 (178 MB) is larger than one call carries (64 MiB): it travels in three parts, two batch files
-# each, over consecutive calls while the machine stays warm (its /tmp survives between them):
+# CIFAR-10 (178 MB) is larger than one call carries (64 MiB with the working tree, about 10 MiB of it):
+# it travels as one tar split in four parts of about 45 MB, over consecutive calls while the machine
+# stays warm (its /tmp survives between them):
 #   bash scripts/device_prepare.sh --cifar-part 1    # then a call with carry [".carry_cifar"] running
-#   bash scripts/device_cifar.sh                     # on the device: adds the part to /tmp/data
-# and the same for parts 2 and 3 (part 1 also holds batches.meta).
+#   bash scripts/device_cifar.sh                     # on the device: keeps the part; unpacks after the 4th
+# and the same for parts 2, 3 and 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--cifar-part" ]; then
-  part=${2:?part 1, 2 or 3}
-  files=(data_batch_1 data_batch_2 data_batch_3 data_batch_4 data_batch_5 test_batch)
-  rm -rf .carry_cifar && mkdir -p .carry_cifar/cifar-10-batches-py
-  src="${MFTRNN_DATA:-../shared/data}/cifar-10-batches-py"
-  for f in "${files[@]:$(( (part - 1) * 2 )):2}"; do cp "$src/$f" .carry_cifar/cifar-10-batches-py/; done
-  [ "$part" = 1 ] && cp "$src/batches.meta" .carry_cifar/cifar-10-batches-py/
-  du -sh .carry_cifar; ls .carry_cifar/cifar-10-batches-py
+  part=${2:?part 1, 2, 3 or 4}
+  case $part in 1|2|3|4) ;; *) echo "--cifar-part takes 1, 2, 3 or 4" >&2; exit 2;; esac
+  src="${MFTRNN_DATA:-../shared/data}"
+  rm -rf .carry_cifar && mkdir -p .carry_cifar
+  # the same tar every time (sorted names, fixed owner and times), so parts of different calls fit together
+  tmp=$(mktemp) && trap 'rm -f "$tmp"' EXIT
+  tar cf "$tmp" --sort=name --owner=0 --group=0 --mtime=@0 -C "$src" cifar-10-batches-py
+  split -n "$part/4" "$tmp" > ".carry_cifar/cifar.tar.part$part"
+  du -sh .carry_cifar; ls .carry_cifar
   exit 0
 fi
 if [ "${1:-}" = "--fetch" ]; then

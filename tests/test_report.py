@@ -133,3 +133,12 @@ def test_reproduce_smoke(tmp_path, data_root):
     assert heat["linked"] == {"init.gates.i.mu": "with x"}  # the preset's i.mu = -f.mu moves the theory too
     table = (fig / "generalization.md").read_text()
     assert "task=cifar10" in table and "task=unrolled_mnist" in table and "task=repeated_pixel" in table
+    # a second run (as after a time limit) repeats no finished step: only the reports run again
+    (fig / "trainability_length.png").unlink()
+    again = subprocess.run(["bash", str(REPO / "scripts" / "reproduce.sh"), "smoke"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    ran = [line for line in again.stdout.splitlines() if line.startswith("== ")]
+    assert sum("finished before, skipped" in line for line in ran) == 6 + 4 + 2, ran  # sweeps, theory, diagnose
+    assert not any(line.startswith(("== sweep ", "== theory ", "== diagnose ")) for line in ran), ran
+    assert (fig / "trainability_length.png").exists()

@@ -11,7 +11,8 @@ they ran): padded MNIST, rows, hidden 256, batch 128, Adam 1e-3, clip 1 (`mftrnn
 `phase1000`: pad 1000, 4,000 steps: chrono and critical (seed 1) beside phase-limited critical
 variants (seed 0); `gru_phase`: more writes and a second seed of the phase-limited GRU at pad 1000,
 and pad 5000, 1,000 steps, seed 1 of chrono and critical beside the phase-limited GRU; `gru_phase2`:
-the write 60 (second seed) and 90 at pad 1000, 60 and 30 (second seed) at pad 5000. A CPU rehearsal:
+the write 60 (second seed) and 90 at pad 1000, 60 and 30 (second seed) at pad 5000; `lstm_gated5000`:
+the LSTM's Haar critical init with input- and state-dependent gates at pad 5000. A CPU rehearsal:
 PROBE_EXTRA="device=cpu model.hidden=16 data.limit=512 train.steps=20 train.eval_every=10".
 """
 from __future__ import annotations
@@ -61,6 +62,8 @@ PLANS = {
             "phase_w30_seed1": [*PHASE, "init.write=30", "seed=1"],
         }.items()},
     },
+    "lstm_gated5000": {"lstm_gated_seed0_pad5000": [*P5000, "cell=lstm", *HAAR, "init.gate_sigma=1",
+                                                     "init.gate_nu=1", "seed=0"]},
 }
 
 
