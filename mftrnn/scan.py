@@ -1,0 +1,96 @@
+"""K runs' recurrent layers as one loop over time with batched per-run weights (a packing candidate).
+
+Block-diagonal packing (mftrnn/packed.py) hands K runs to one cuDNN module of hidden K·H, whose
+recurrent GEMM multiplies K² blocks of which K are not zero: from K = 4 on that waste, not the kernel
+launches, limits its runs/hour (docs/performance.md, Packed sweeps). Here each step multiplies each
+run's state by its own (4H or 3H) × H block only, with one batched matmul (torch.baddbmm over the run
+axis), so the work grows as K. The price is a loop in Python: about ten kernels per step where cuDNN
+launches two, which a CUDA graph of the whole training step can replay without the host
+(scripts/gpu/scan_probe.py measures whether that pays).
+
+The equations are nn.LSTM's and nn.GRU's (docs/theory.md §1; gate order in mftrnn/cells.py), the GRU
+with PyTorch's reset-after candidate, n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)). Weights are a
+standalone nn.LSTM / nn.GRU layer's, stacked over a leading run axis (`stack_layers`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mftrnn.cells import gates_of
+
+Tensor = torch.Tensor
+
+
+def stack_layers(layers: list[nn.RNNBase], layer: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Layer `layer` of K standalone nn.LSTM / nn.GRU modules as (w_ih (K, G·H, n_in), w_hh (K, G·H, H),
+    b_ih (K, G·H), b_hh (K, G·H)), G the cell's number of gates (stacked copies, not views)."""
+    names = [f"{n}_l{layer}" for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    return tuple(torch.stack([getattr(m, n).detach() for m in layers]) for n in names)  # type: ignore[return-value]
+
+
+def _input_part(x: Tensor, w_ih: Tensor, bias: Tensor) -> Tensor:
+    """Every step's input projection at once: x (K, T, B, n_in) -> bias + x W_ih^T, (K, T, B, G·H)."""
+    k, t, b, n_in = x.shape
+    out = torch.baddbmm(bias.unsqueeze(1), x.reshape(k, t * b, n_in), w_ih.transpose(1, 2))
+    return out.view(k, t, b, -1)
+
+
+def lstm_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
+              state: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """K LSTM layers, run k on its own input x[k] (K, T, B, n_in) with its own weights (`stack_layers`).
+
+    Returns (outputs (K, T, B, H), (h_T, c_T) each (K, B, H)), as nn.LSTM returns per run:
+    gates = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh = (i, f, g, o); c_t = σ(f) c_{t-1} + σ(i) tanh(g);
+    h_t = σ(o) tanh(c_t)."""
+    k, _, b, _ = x.shape
+    hidden = w_hh.shape[-1]
+    pre = _input_part(x, w_ih, b_ih + b_hh)  # (K, T, B, 4H): both biases enter every gate additively
+    h, c = state if state is not None else (x.new_zeros(k, b, hidden), x.new_zeros(k, b, hidden))
+    w_t = w_hh.transpose(1, 2)  # (K, H, 4H)
+    outs = []
+    for step in range(x.shape[1]):
+        i, f, g, o = torch.baddbmm(pre[:, step], h, w_t).chunk(4, dim=-1)  # each (K, B, H)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs, dim=1), (h, c)
+
+
+def gru_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
+             state: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """K GRU layers as `lstm_scan`, with nn.GRU's equations: r = σ(W_ir x + b_ir + W_hr h + b_hr),
+    z likewise, n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h_t = (1 − z) n + z h_{t-1}.
+    Returns (outputs (K, T, B, H), h_T (K, B, H))."""
+    k, _, b, _ = x.shape
+    hidden = w_hh.shape[-1]
+    pre = _input_part(x, w_ih, b_ih)  # (K, T, B, 3H); b_hh stays with W_hh h (the reset multiplies b_hn)
+    h = state if state is not None else x.new_zeros(k, b, hidden)
+    w_t, bias_h = w_hh.transpose(1, 2), b_hh.unsqueeze(1)  # (K, H, 3H), (K, 1, 3H)
+    outs = []
+    for step in range(x.shape[1]):
+        xr, xz, xn = pre[:, step].chunk(3, dim=-1)
+        hr, hz, hn = torch.baddbmm(bias_h, h, w_t).chunk(3, dim=-1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        h = n + z * (h - n)  # (1 - z) n + z h, one multiply fewer
+        outs.append(h)
+    return torch.stack(outs, dim=1), h
+
+
+def scan(cell: str, x: Tensor, weights: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+    """The last hidden state h_T (K, B, H) of K one-layer runs of `cell` ("lstm" or "gru") on x
+    (K, T, B, n_in), weights as `stack_layers` gives them."""
+    name = getattr(cell, "value", cell)
+    if name not in ("lstm", "gru"):
+        raise ValueError(f"scan runs cell=lstm or cell=gru, not {name!r}")
+    if w_hh_rows(weights) != len(gates_of(name)) * weights[1].shape[-1]:
+        raise ValueError(f"weights of {w_hh_rows(weights)} gate rows do not fit cell={name}")
+    return lstm_scan(x, *weights)[1][0] if name == "lstm" else gru_scan(x, *weights)[1]
+
+
+def w_hh_rows(weights: tuple[Tensor, Tensor, Tensor, Tensor]) -> int:
+    """The number of rows (G·H) of the stacked recurrent weights."""
+    return weights[1].shape[1]
