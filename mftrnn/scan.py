@@ -6,7 +6,8 @@ launches, limits its runs/hour (docs/performance.md, Packed sweeps). Here each s
 run's state by its own (4H or 3H) × H block only, with one batched matmul (torch.baddbmm over the run
 axis), so the work grows as K. The price is a loop in Python: about ten kernels per step where cuDNN
 launches two, which a CUDA graph of the whole training step can replay without the host
-(scripts/gpu/scan_probe.py measures whether that pays).
+(scripts/gpu/scan_probe.py measures whether that pays, also with the step's pointwise part fused
+by torch.compile).
 
 The equations are nn.LSTM's and nn.GRU's (docs/theory.md §1; gate order in mftrnn/cells.py), the GRU
 with PyTorch's reset-after candidate, n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)). Weights are a
@@ -14,7 +15,7 @@ standalone nn.LSTM / nn.GRU layer's, stacked over a leading run axis (`stack_lay
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -38,13 +39,30 @@ def _input_part(x: Tensor, w_ih: Tensor, bias: Tensor) -> Tensor:
     return out.view(k, t, b, -1)
 
 
+def lstm_pointwise(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM step after the matmuls: gates (K, B, 4H) = (i, f, g, o), c (K, B, H) -> (h, c)."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def gru_pointwise(pre: Tensor, hh: Tensor, h: Tensor) -> Tensor:
+    """One GRU step after the matmuls: pre = W_i x + b_i and hh = W_h h + b_h (K, B, 3H), h (K, B, H)."""
+    xr, xz, xn = pre.chunk(3, dim=-1)
+    hr, hz, hn = hh.chunk(3, dim=-1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return n + z * (h - n)  # (1 - z) n + z h, one multiply fewer
+
+
 def lstm_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
-              state: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+              state: Optional[tuple[Tensor, Tensor]] = None,
+              pointwise: Callable = lstm_pointwise) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """K LSTM layers, run k on its own input x[k] (K, T, B, n_in) with its own weights (`stack_layers`).
 
     Returns (outputs (K, T, B, H), (h_T, c_T) each (K, B, H)), as nn.LSTM returns per run:
     gates = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh = (i, f, g, o); c_t = σ(f) c_{t-1} + σ(i) tanh(g);
-    h_t = σ(o) tanh(c_t)."""
+    h_t = σ(o) tanh(c_t). `pointwise` may be a compiled (fused) `lstm_pointwise`."""
     k, _, b, _ = x.shape
     hidden = w_hh.shape[-1]
     pre = _input_part(x, w_ih, b_ih + b_hh)  # (K, T, B, 4H): both biases enter every gate additively
@@ -52,15 +70,13 @@ def lstm_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
     w_t = w_hh.transpose(1, 2)  # (K, H, 4H)
     outs = []
     for step in range(x.shape[1]):
-        i, f, g, o = torch.baddbmm(pre[:, step], h, w_t).chunk(4, dim=-1)  # each (K, B, H)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = pointwise(torch.baddbmm(pre[:, step], h, w_t), c)
         outs.append(h)
     return torch.stack(outs, dim=1), (h, c)
 
 
 def gru_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
-             state: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+             state: Optional[Tensor] = None, pointwise: Callable = gru_pointwise) -> tuple[Tensor, Tensor]:
     """K GRU layers as `lstm_scan`, with nn.GRU's equations: r = σ(W_ir x + b_ir + W_hr h + b_hr),
     z likewise, n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h_t = (1 − z) n + z h_{t-1}.
     Returns (outputs (K, T, B, H), h_T (K, B, H))."""
@@ -71,24 +87,24 @@ def gru_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
     w_t, bias_h = w_hh.transpose(1, 2), b_hh.unsqueeze(1)  # (K, H, 3H), (K, 1, 3H)
     outs = []
     for step in range(x.shape[1]):
-        xr, xz, xn = pre[:, step].chunk(3, dim=-1)
-        hr, hz, hn = torch.baddbmm(bias_h, h, w_t).chunk(3, dim=-1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        h = n + z * (h - n)  # (1 - z) n + z h, one multiply fewer
+        h = pointwise(pre[:, step], torch.baddbmm(bias_h, h, w_t), h)
         outs.append(h)
     return torch.stack(outs, dim=1), h
 
 
-def scan(cell: str, x: Tensor, weights: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
+def scan(cell: str, x: Tensor, weights: tuple[Tensor, Tensor, Tensor, Tensor],
+         pointwise: Optional[Callable] = None) -> Tensor:
     """The last hidden state h_T (K, B, H) of K one-layer runs of `cell` ("lstm" or "gru") on x
-    (K, T, B, n_in), weights as `stack_layers` gives them."""
+    (K, T, B, n_in), weights as `stack_layers` gives them; `pointwise` replaces the cell's step
+    function after the matmuls (`lstm_pointwise`, `gru_pointwise`), e.g. by a compiled one."""
     name = getattr(cell, "value", cell)
     if name not in ("lstm", "gru"):
         raise ValueError(f"scan runs cell=lstm or cell=gru, not {name!r}")
     if w_hh_rows(weights) != len(gates_of(name)) * weights[1].shape[-1]:
         raise ValueError(f"weights of {w_hh_rows(weights)} gate rows do not fit cell={name}")
-    return lstm_scan(x, *weights)[1][0] if name == "lstm" else gru_scan(x, *weights)[1]
+    if name == "lstm":
+        return lstm_scan(x, *weights, pointwise=pointwise or lstm_pointwise)[1][0]
+    return gru_scan(x, *weights, pointwise=pointwise or gru_pointwise)[1]
 
 
 def w_hh_rows(weights: tuple[Tensor, Tensor, Tensor, Tensor]) -> int:

@@ -3,9 +3,10 @@ more runs/hour than block-diagonal cuDNN packing? (docs/performance.md, Packed s
 
 For each cell and pack size K it times, in one process: one run alone in cuDNN (nn.LSTM / nn.GRU and
 its head, the baseline), the block-diagonal pack of K (mftrnn.packed.PackedRNN, as the launcher trains
-today), and the scan of K runs, eager and captured whole (forward, backward, Adam with capturable=True)
-in a CUDA graph. Synthetic inputs, T = 1028 (padded MNIST at pad 1000), hidden 256, batch 128, TF32
-for cuDNN and for the scan's matmuls alike, deterministic algorithms off (a probe, not the runner).
+today), and the scan of K runs: eager, captured whole in a CUDA graph (forward, backward, Adam with
+capturable=True), and graphed with the step's pointwise part fused by torch.compile. Synthetic
+inputs, T = 1028 (padded MNIST at pad 1000), hidden 256, batch 128, TF32 for cuDNN and for the scan's
+matmuls alike, deterministic algorithms off (a probe, not the runner).
 Runs/hour relative to one run alone is K × (steps/s of the pack) / (steps/s alone). It also prints how
 far the scan's final state is from cuDNN's for the same weights and inputs (TF32 on both sides).
 
@@ -26,7 +27,7 @@ from torch import nn
 from mftrnn.bench import steps_per_s
 from mftrnn.models import RNNClassifier
 from mftrnn.packed import PackedRNN
-from mftrnn.scan import scan, stack_layers
+from mftrnn.scan import gru_pointwise, lstm_pointwise, scan, stack_layers
 from mftrnn.schema import CellKind, ModelConfig
 
 CPU = os.environ.get("PROBE_CPU") == "1"
@@ -39,15 +40,15 @@ TIMED = 3 if CPU else 20
 class ScanPack(nn.Module):
     """K RNNClassifier runs as stacked weights: (K, G·H, n_in), (K, G·H, H), biases, heads (K, C, H)."""
 
-    def __init__(self, cell: str, models: list[RNNClassifier]) -> None:
+    def __init__(self, cell: str, models: list[RNNClassifier], pointwise=None) -> None:
         super().__init__()
-        self.cell = cell
+        self.cell, self.pointwise = cell, pointwise
         self.weights = nn.ParameterList([nn.Parameter(w) for w in stack_layers([m.rnn for m in models])])
         self.head_w = nn.Parameter(torch.stack([m.head.weight.detach() for m in models]))
         self.head_b = nn.Parameter(torch.stack([m.head.bias.detach() for m in models]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (K, T, B, n_in) -> logits (K, B, C)
-        h = scan(self.cell, x, tuple(self.weights))
+        h = scan(self.cell, x, tuple(self.weights), self.pointwise)
         return torch.baddbmm(self.head_b.unsqueeze(1), h, self.head_w.transpose(1, 2))
 
 
@@ -80,14 +81,19 @@ def timed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, graph: boo
     return steps_per_s(g.replay, TIMED, warmup=2)
 
 
-def agreement(cell: str) -> float:
+def fused(cell: str):
+    """The cell's pointwise step compiled by torch.compile (one fused kernel forward, one backward)."""
+    return torch.compile(lstm_pointwise if cell == "lstm" else gru_pointwise, dynamic=False, fullgraph=True)
+
+
+def agreement(cell: str, pointwise=None) -> float:
     """max |h_T(scan) − h_T(cuDNN)| over a batch, one run, T = 1028, the same weights."""
     m = models(cell, 1)[0].to(DEV)
     x = torch.rand(T, B, N_IN, device=DEV)
     with torch.no_grad():
         _, state = m.rnn(x)
         ref = (state[0] if cell == "lstm" else state)[0]
-        got = scan(cell, x.unsqueeze(0), stack_layers([m.rnn]))[0]
+        got = scan(cell, x.unsqueeze(0), stack_layers([m.rnn]), pointwise)[0]
     return float((got - ref).abs().max())
 
 
@@ -101,6 +107,12 @@ def main() -> None:
           f"T = {T}, batch {B}, hidden {H}", flush=True)
     for cell in ("lstm", "gru"):
         print(f"{cell}: max |h_T scan - h_T cuDNN| = {agreement(cell):.2e}", flush=True)
+        try:
+            pw = fused(cell)
+            print(f"{cell}: compiled pointwise, max |h_T scan - h_T cuDNN| = {agreement(cell, pw):.2e}", flush=True)
+        except Exception as exc:  # noqa: BLE001
+            pw = None
+            print(f"{cell}: torch.compile failed: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
         y1 = torch.randint(0, CLASSES, (1, B), device=DEV)
         alone = timed(models(cell, 1)[0].to(DEV), torch.rand(T, B, N_IN, device=DEV),
                       y1, 1, graph=False)
@@ -118,6 +130,9 @@ def main() -> None:
                 if not CPU:
                     graphed = timed(ScanPack(cell, models(cell, k)).to(DEV), xs, y, k, graph=True)
                     row.append(f"scan graph {graphed:.2f} ({k * graphed / alone:.2f}x)")
+                    if pw is not None:
+                        fast = timed(ScanPack(cell, models(cell, k), pw).to(DEV), xs, y, k, graph=True)
+                        row.append(f"scan fused+graph {fast:.2f} ({k * fast / alone:.2f}x)")
             except Exception as exc:  # noqa: BLE001 - the probe reports what stopped it and goes on
                 row.append(f"stopped: {type(exc).__name__}: {str(exc)[:200]}")
                 traceback.print_exc()
