@@ -37,7 +37,7 @@ def verify(conf: CriticalConfig, solution) -> dict:
     hp = solution.hyper()
     out = {"inputs": {k: two.info[k] for k in ("task", "examples", "labels", "steps", "split")}}
     for theory in ("tied", "untied"):
-        if theory == "tied" and hp.phase < math.pi:
+        if theory == "tied" and hp.phase_limited:
             # the tied population solver draws Gaussian weights (docs/theory.md §7.8): it cannot describe
             # phase-limited ones, whose prediction is the linearized one (§10.6)
             out[theory] = {"skipped": "phase-limited recurrent weights: the linearized tied theory applies"}

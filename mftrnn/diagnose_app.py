@@ -83,7 +83,7 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
         if theory == "tied" and steps > conf.theory.max_steps:
             out[theory] = {"skipped": f"T = {steps} > theory.max_steps = {conf.theory.max_steps}"}
             continue
-        if theory == "tied" and hp.phase < math.pi:  # its population draws Gaussian weights (docs/theory.md §7.8)
+        if theory == "tied" and hp.phase_limited:  # its population draws Gaussian weights (docs/theory.md §7.8)
             out[theory] = {"skipped": "phase-limited recurrent weights (docs/theory.md §10.6): see tied_linear"}
             continue
         tr, mem = memory_of(hp, two, theory, conf.eps, conf.theory.population, conf.seed)

@@ -100,13 +100,9 @@ def scan(cell: str, x: Tensor, weights: tuple[Tensor, Tensor, Tensor, Tensor],
     name = getattr(cell, "value", cell)
     if name not in ("lstm", "gru"):
         raise ValueError(f"scan runs cell=lstm or cell=gru, not {name!r}")
-    if w_hh_rows(weights) != len(gates_of(name)) * weights[1].shape[-1]:
-        raise ValueError(f"weights of {w_hh_rows(weights)} gate rows do not fit cell={name}")
+    rows, hidden = weights[1].shape[1:]  # w_hh (K, G·H, H)
+    if rows != len(gates_of(name)) * hidden:
+        raise ValueError(f"weights of {rows} gate rows do not fit cell={name}")
     if name == "lstm":
         return lstm_scan(x, *weights, pointwise=pointwise or lstm_pointwise)[1][0]
     return gru_scan(x, *weights, pointwise=pointwise or gru_pointwise)[1]
-
-
-def w_hh_rows(weights: tuple[Tensor, Tensor, Tensor, Tensor]) -> int:
-    """The number of rows (G·H) of the stacked recurrent weights."""
-    return weights[1].shape[1]

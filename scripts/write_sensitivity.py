@@ -18,6 +18,7 @@ radius at the zero state.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -47,9 +48,7 @@ def measure_run(cell: str, write: float, pad: int, checkpoints: list[int], hidde
     start = task.content_steps
 
     def probe(step: int) -> dict:
-        rnn = type(model.rnn)(model.rnn.input_size, model.rnn.hidden_size, dtype=torch.float64)
-        rnn.load_state_dict({k: v.double() for k, v in model.rnn.state_dict().items()})
-        rnn.requires_grad_(False)
+        rnn = copy.deepcopy(model.rnn).double().requires_grad_(False)  # float64, as diagnose measures
         g = jacobian_gains(rnn, x_pairs, start, probes=conf.probes, seed=conf.seed)
         return {"step": step, "log10_gain": float(g.mean()), "log10_gain_std": float(g.std()),
                 "radius_at_zero": float(zero_state_radius(rnn))}

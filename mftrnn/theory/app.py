@@ -111,7 +111,7 @@ def run_theory(cfg: DictConfig, out_dir: Path) -> dict:
         result["trajectory_untied"] = trajectory_json(untied)
         if hp.orthogonal:
             result["trajectory"]["note"] = "orthogonal recurrent weights treated as Gaussian (docs/theory.md §7.8)"
-        if hp.phase < math.pi:
+        if hp.phase_limited:
             result["trajectory"]["note"] += ("; their eigen-angles are limited (docs/theory.md §10.6), which "
                                              "neither population theory describes")
     seconds["trajectories"] = time.perf_counter() - clock

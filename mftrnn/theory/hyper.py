@@ -187,9 +187,15 @@ class Hyper:
             gates[k].pop("mu"), gates[k].pop("rho")
         out = {"cell": self.cell, "recurrent": "orthogonal" if self.orthogonal else "gaussian", "gates": gates,
                "bias_laws": [law.describe() for law in self.laws], "source": self.source}
-        if self.phase < math.pi:
+        if self.phase_limited:
             out["phase"] = self.phase
         return out
+
+    @property
+    def phase_limited(self) -> bool:
+        """Orthogonal recurrent weights with limited eigen-angles (docs/theory.md §10.6): the untied and
+        the tied population theories, which draw Gaussian or Haar weights, do not describe them."""
+        return self.phase < math.pi
 
     def sample_biases(self, n: int, gen: torch.Generator, device, batch: Optional[dict] = None) -> dict:
         """Per-unit biases for the population and tied solvers: {gate: tensor}. Gaussian gates draw
