@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mftrnn.packed import LAYOUTS
+
 
 def bare_loop(cell: str, steps: int, warmup: int, seq_len: int, batch: int, input_size: int, hidden: int,
               device: torch.device) -> float:
@@ -72,17 +74,18 @@ def _runner_configs(cell: str, steps: int, window: int, pad: int, batch: int, hi
         return [compose(config_name="train", overrides=base + [f"seed={s}"]) for s in seeds]
 
 
-def _logged_rate(metrics: Path, window: int) -> float:
-    """Steps/s from a run's metrics.jsonl: every logged window but the first (warm-up), combined as
-    total steps / total time."""
+def _logged_rate(metrics: Path, window: int) -> tuple[float, float]:
+    """(steps/s, last logged training loss) from a run's metrics.jsonl: the rate over every logged window
+    but the first (warm-up), combined as total steps / total time."""
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     windows = [r for r in records if "steps_per_s" in r][1:]
-    return window * len(windows) / sum(window / r["steps_per_s"] for r in windows)
+    return window * len(windows) / sum(window / r["steps_per_s"] for r in windows), windows[-1]["train/loss"]
 
 
 def runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str,
-           deterministic: bool, extra: list[str]) -> float:
-    """Steps/s of `mftrnn train` on padded MNIST (rows, T = 28 + pad), from its metrics.jsonl."""
+           deterministic: bool, extra: list[str]) -> tuple[float, float]:
+    """(steps/s, last training loss) of `mftrnn train` on padded MNIST (rows, T = 28 + pad), seed 0, from
+    its metrics.jsonl."""
     from mftrnn.train import train
 
     (cfg,) = _runner_configs(cell, steps, window, pad, batch, hidden, device,
@@ -93,10 +96,11 @@ def runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int
 
 
 def packed_runner(cell: str, steps: int, window: int, pad: int, batch: int, hidden: int, device: str, k: int,
-                  extra: list[str]) -> float:
-    """Steps/s of k `mftrnn train` runs (seeds 0 .. k-1) trained as one pack (mftrnn/packed_train.py, as
-    hydra/launcher=packed does), from run 0's metrics.jsonl. Each step advances all k runs: runs/hour
-    scale with k x steps/s."""
+                  extra: list[str], mechanism: str) -> tuple[float, float]:
+    """Steps/s of k `mftrnn train` runs (seeds 0 .. k-1) trained as one pack of the layout `mechanism`
+    (mftrnn/packed_train.py, as hydra/launcher=packed does): (steps/s, last training loss) from run 0's
+    metrics.jsonl, whose seed, data and init are those of `runner`'s run. Each step advances all k runs:
+    runs/hour scale with k x steps/s."""
     from mftrnn.packed_train import Job, train_pack
 
     cfgs = _runner_configs(cell, steps, window, pad, batch, hidden, device, extra, list(range(k)))
@@ -104,7 +108,7 @@ def packed_runner(cell: str, steps: int, window: int, pad: int, batch: int, hidd
         jobs = [Job(cfg, Path(tmp) / f"run{s}", Path(tmp) / f"run{s}.log") for s, cfg in enumerate(cfgs)]
         for job in jobs:
             job.run_dir.mkdir()
-        failed = [o.message for o in train_pack(jobs) if o.kind is not None]
+        failed = [o.message for o in train_pack(jobs, mechanism) if o.kind is not None]
         if failed:
             raise RuntimeError(f"packed bench run failed: {failed[0]}")
         return _logged_rate(jobs[0].run_dir / "metrics.jsonl", window)
@@ -114,14 +118,17 @@ def bench_packed(a) -> None:
     """`mftrnn bench --packed 1,2,4,8`: runs/hour of packs of k runs against one run at a time (the runner
     of the default mode, `mftrnn train` itself), measured side by side in each round."""
     packs = [int(x) for x in a.packed.split(",")]
-    print(f"bench packed: {a.cell} H={a.hidden}, T={28 + a.pad}, B={a.batch}, packs {packs}, {a.steps} timed steps "
+    print(f"bench packed ({a.mechanism}): {a.cell} H={a.hidden}, T={28 + a.pad}, B={a.batch}, packs {packs}, {a.steps} timed steps "
           f"x {a.rounds} rounds on {a.device}", flush=True)
-    rounds = []
+    rounds, losses = [], []
     for r in range(a.rounds):  # interleaved, as the other mode: ratios from measurements side by side
         # the baseline: one run at a time, as `mftrnn train` trains it (deterministic=true, its default)
-        alone = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
-        sps = {k: packed_runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, k, a.overrides)
-               for k in packs}
+        alone, loss = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
+        got = {k: packed_runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, k, a.overrides,
+                                a.mechanism) for k in packs}
+        sps = {k: v[0] for k, v in got.items()}
+        # run 0 of every pack is the run alone: its last loss tells whether packing changed the numbers
+        losses.append({"alone": loss, **{str(k): v[1] for k, v in got.items()}})
         rounds.append({"alone": alone, **{str(k): v for k, v in sps.items()}})
         print(f"round {r + 1}: alone {alone:.2f} steps/s; " + ", ".join(
             f"K={k} {v:.2f} steps/s (x{k * v / alone:.2f} runs/h)" for k, v in sps.items()), flush=True)
@@ -130,10 +137,11 @@ def bench_packed(a) -> None:
     gain = {k: statistics.median(k * x[str(k)] / x["alone"] for x in rounds) for k in packs}
     best = max(packs, key=lambda k: gain[k])
     dev = torch.device(a.device)
-    result = {"mode": "packed", "cell": a.cell, "hidden": a.hidden, "seq_len": 28 + a.pad, "batch": a.batch,
+    result = {"mode": "packed", "mechanism": a.mechanism, "cell": a.cell, "hidden": a.hidden, "seq_len": 28 + a.pad, "batch": a.batch,
               "steps": a.steps, "packs": packs, "rounds": rounds, "alone_steps_per_s": med_alone,
               "median_steps_per_s": {str(k): v for k, v in med.items()},
               "runs_per_hour_ratio": {str(k): v for k, v in gain.items()}, "best_pack": best,
+              "last_train_loss_run0": losses,
               "runs_per_hour": {"alone": 3600 * med_alone / 20000,  # at train.steps=20,000
                                 **{str(k): 3600 * k * med[k] / 20000 for k in packs}},
               "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
@@ -166,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--packed", default=None, metavar="K,K,...",
                    help="measure packed training (hydra/launcher=packed) instead: runs/hour of packs of these sizes "
                         "against one run at a time, e.g. --packed 1,2,4,8")
+    p.add_argument("--mechanism", default="scan", choices=list(LAYOUTS),
+                   help="with --packed: the packing layout (hydra.launcher.mechanism; default scan)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
     p.add_argument("overrides", nargs="*", help="extra `mftrnn train` overrides for the runner (e.g. data.root=...)")
     a = p.parse_args(argv)
@@ -193,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     rounds = []
     for r in range(a.rounds):
         bare = bare_loop(a.cell, a.steps, a.warmup, **shape)
-        det = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)
-        fast = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, False, a.overrides)
+        det = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, True, a.overrides)[0]
+        fast = runner(a.cell, a.steps, a.warmup, a.pad, a.batch, a.hidden, a.device, False, a.overrides)[0]
         rounds.append({"bare": bare, "runner": det, "runner_nondeterministic": fast})
         print(f"round {r + 1}: bare {bare:.2f}, runner {det:.2f} ({det / bare:.3f}), "
               f"runner non-deterministic {fast:.2f} ({fast / bare:.3f}) steps/s", flush=True)

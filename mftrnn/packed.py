@@ -1,26 +1,31 @@
-"""Several runs' networks trained as one: block-diagonal packing into one cuDNN nn.LSTM / nn.GRU.
+"""Several runs' networks trained as one module, in one of two layouts (`LAYOUTS`).
 
-K runs of the same cell, hidden size H, input size n_in and depth become one module of hidden K·H:
-in every gate block (PyTorch stacks the gates, mftrnn/cells.py), run k owns units k·H .. (k+1)·H − 1,
-its recurrent weights are the diagonal block (k, k) of each weight_hh, its input weights the block
-(k, k) of weight_ih against the packed input (T, B, K·n_in), run k's batch in columns k·n_in ..
-The off-block entries start at zero and their gradients are set to zero, so with Adam (whose update
-is zero for a zero gradient and zero moments) they stay zero: the K runs never mix, and each run's
-forward and backward are exactly its own. The readouts are K linear maps applied by one einsum.
+**scan** (`ScanPackedRNN`, the default): every parameter is K runs' standalone tensors stacked on a
+leading run axis, and one loop over time (mftrnn/scan.py) advances all K runs at once, each step one
+batched matmul (torch.baddbmm) of each run's state by its own recurrent block. The work grows as K;
+the loop's kernels are many and small, so on CUDA the training forward and backward are captured as
+CUDA graphs with the cell's pointwise step fused by torch.compile (`capture_training`).
 
-Every packed parameter has a *run axis*: viewed as (pre, K, post) (`run_view`), index k of the middle
-axis holds the rows of run k (a weight's rows j·K·H + k·H .. of gate j; the head's k-th map). Per-run
-operations (norms, clipping, learning rates, freezing a diverged run) are broadcasts over that axis,
-with no per-entry index maps.
+**blockdiag** (`PackedRNN`): one cuDNN nn.LSTM / nn.GRU of hidden K·H. In every gate block (PyTorch
+stacks the gates, mftrnn/cells.py), run k owns units k·H .. (k+1)·H − 1, its recurrent weights are
+the diagonal block (k, k) of each weight_hh, its input weights the block (k, k) of weight_ih against
+the packed input (T, B, K·n_in). The off-block entries start at zero and their gradients are set to
+zero, so with Adam (whose update is zero for a zero gradient and zero moments) they stay zero: the K
+runs never mix. Its recurrent GEMM multiplies K² blocks, K of them not zero.
+
+Either way every packed parameter has a *run axis*: viewed as (pre, K, post) (`run_view`), index k of
+the middle axis holds the entries of run k. Per-run operations (norms, clipping, learning rates,
+freezing a diverged run) are broadcasts over that axis, with no per-entry index maps.
 
 Per-run optimizer settings that packing keeps: the learning rate (`PackedAdam`, otherwise
-torch.optim.Adam's update) and the global gradient-norm clip (each run's norm over its own blocks,
+torch.optim.Adam's update) and the global gradient-norm clip (each run's norm over its own entries,
 `clip_per_run`). `unpack` / `load_run` move run k's parameters (and, `split` / `merge`, any tensors
 shaped like them, such as Adam's moments) to and from a standalone RNNClassifier's keys, so a packed
 run's checkpoint is a standalone run's checkpoint.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -29,14 +34,17 @@ from torch import nn
 
 from mftrnn.cells import CANDIDATE
 from mftrnn.models import GATES, RNNClassifier, norm_cap_factor
+from mftrnn.scan import scan
 
+log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-class PackedRNN(nn.Module):
-    """K RNNClassifier models as one: `rnn` of hidden K·H, `head_weight` (K, classes, H), `head_bias`
-    (K, classes). Buffers `mask_<name>` (bool) are True on the entries that belong to some run."""
+class Pack(nn.Module):
+    """What every packing layout shares: K RNNClassifier runs of one shape, and the moves between a
+    run's standalone tensors and its part of the packed ones. A layout defines `packed_params`,
+    `run_view`, `split`, `merge`, `candidate_blocks`, `pack_inputs` and `forward`."""
 
     def __init__(self, models: list[RNNClassifier]) -> None:
         super().__init__()
@@ -48,6 +56,23 @@ class PackedRNN(nn.Module):
             if (m.cell, m.rnn.hidden_size, m.rnn.num_layers, m.rnn.input_size) != (
                     self.cell, self.hidden, self.layers, self.input_size):
                 raise ValueError("packed runs must share the cell, hidden size, depth and input size")
+
+    def unpack(self, r: int) -> dict[str, Tensor]:
+        """Run r's state_dict, with the keys and shapes of a standalone RNNClassifier."""
+        return self.split(dict(self.packed_params()), r)
+
+    def load_run(self, r: int, state: dict[str, Tensor]) -> None:
+        """Load a standalone RNNClassifier's state_dict into run r's part."""
+        self.merge(dict(self.packed_params()), r, state)
+
+
+class PackedRNN(Pack):
+    """K RNNClassifier models as one: `rnn` of hidden K·H, `head_weight` (K, classes, H), `head_bias`
+    (K, classes). Buffers `mask_<name>` (bool) are True on the entries that belong to some run."""
+
+    def __init__(self, models: list[RNNClassifier]) -> None:
+        super().__init__(models)
+        first = models[0]
         h, k = self.hidden, self.k
         dtype = first.rnn.weight_hh_l0.dtype
         self.rnn = type(first.rnn)(k * self.input_size, k * h, num_layers=self.layers, dtype=dtype)
@@ -115,13 +140,17 @@ class PackedRNN(nn.Module):
                 for j, idx in enumerate(self._blocks(key[4:], r)):
                     t[idx] = src[j * h:(j + 1) * h]
 
-    def unpack(self, r: int) -> dict[str, Tensor]:
-        """Run r's state_dict, with the keys and shapes of a standalone RNNClassifier."""
-        return self.split(dict(self.packed_params()), r)
+    def candidate_blocks(self, layer: int) -> Tensor:
+        """(K, H, H): each run's candidate recurrent block (LSTM U_g, GRU U_n) of `layer`, a view."""
+        g, k, h = len(GATES[self.cell]), self.k, self.hidden
+        j = GATES[self.cell].index(CANDIDATE[self.cell.value])
+        w = getattr(self.rnn, f"weight_hh_l{layer}").view(g, k, h, k, h)[j]  # (K, H, K, H)
+        return torch.diagonal(w, dim1=0, dim2=2).permute(2, 0, 1)
 
-    def load_run(self, r: int, state: dict[str, Tensor]) -> None:
-        """Load a standalone RNNClassifier's state_dict into run r's blocks."""
-        self.merge(dict(self.packed_params()), r, state)
+    @staticmethod
+    def pack_inputs(xs: list[Tensor]) -> Tensor:
+        """K runs' batches (T, B, n_in) each -> (T, B, K n_in), the input `forward` takes."""
+        return torch.cat(xs, dim=-1)
 
     # ----------------------------------------------------------------- compute
     def forward(self, x: Tensor) -> Tensor:
@@ -133,13 +162,109 @@ class PackedRNN(nn.Module):
         return torch.einsum("bkh,kch->kbc", last, self.head_weight) + self.head_bias[:, None, :]
 
 
-def pack_inputs(xs: list[Tensor]) -> Tensor:
-    """K runs' batches (T, B, n_in) each -> (T, B, K n_in)."""
-    return torch.cat(xs, dim=-1)
+class ScanPackedRNN(Pack):
+    """K RNNClassifier models as stacked per-run weights, run by one batched loop over time
+    (mftrnn/scan.py): `weight_ih_l<l>` (K, G·H, n_in), `weight_hh_l<l>` (K, G·H, H), `bias_ih_l<l>` and
+    `bias_hh_l<l>` (K, G·H), `head_weight` (K, classes, H), `head_bias` (K, classes). Index k of every
+    parameter's leading axis is run k's standalone tensor, so nothing is off-block: each step multiplies
+    each run's state by its own recurrent block only, and the work grows as K, not K². `pointwise`, when
+    set (`capture_training`), replaces the cell's step function while gradients are recorded."""
+
+    def __init__(self, models: list[RNNClassifier]) -> None:
+        super().__init__(models)
+        self.rnn_names = [f"{name}_l{layer}" for layer in range(self.layers) for name in NAMES]
+        for full in self.rnn_names:
+            self.register_parameter(full, nn.Parameter(torch.stack([getattr(m.rnn, full).detach() for m in models])))
+        self.head_weight = nn.Parameter(torch.stack([m.head.weight.detach() for m in models]))
+        self.head_bias = nn.Parameter(torch.stack([m.head.bias.detach() for m in models]))
+        self.pointwise = None
+
+    def packed_params(self) -> dict[str, nn.Parameter]:
+        """Packed parameters by the standalone key they hold (rnn.weight_hh_l0, ..., head.weight)."""
+        out = {f"rnn.{full}": getattr(self, full) for full in self.rnn_names}
+        out["head.weight"], out["head.bias"] = self.head_weight, self.head_bias
+        return out
+
+    def run_view(self, key: str, t: Tensor) -> Tensor:
+        """`t` (shaped like the packed parameter `key`) as (1, K, post): run k's tensor, flattened."""
+        return t.view(1, self.k, -1)
+
+    def split(self, tensors: dict[str, Tensor], r: int) -> dict[str, Tensor]:
+        """Run r's part of tensors shaped like the packed parameters, as a standalone run's (cloned)."""
+        return {key: t[r].detach().clone() for key, t in tensors.items()}
+
+    @torch.no_grad()
+    def merge(self, tensors: dict[str, Tensor], r: int, run: dict[str, Tensor]) -> None:
+        """Write a standalone run's tensors `run` into run r's part of `tensors` (in place)."""
+        for key, t in tensors.items():
+            t[r] = run[key].to(device=t.device, dtype=t.dtype)
+
+    def candidate_blocks(self, layer: int) -> Tensor:
+        """(K, H, H): each run's candidate recurrent block (LSTM U_g, GRU U_n) of `layer`, a view."""
+        j, h = GATES[self.cell].index(CANDIDATE[self.cell.value]), self.hidden
+        return getattr(self, f"weight_hh_l{layer}")[:, j * h:(j + 1) * h]
+
+    @staticmethod
+    def pack_inputs(xs: list[Tensor]) -> Tensor:
+        """K runs' batches (T, B, n_in) each -> (K, T, B, n_in), the input `forward` takes."""
+        return torch.stack(xs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (K, T, B, n_in), run k's sequences at index k -> logits (K, B, classes)."""
+        step = self.pointwise if torch.is_grad_enabled() else None  # compiled for training's shapes only
+        h = scan(self.cell, x, [getattr(self, full) for full in self.rnn_names], step)  # (K, B, H)
+        return torch.baddbmm(self.head_bias.unsqueeze(1), h, self.head_weight.transpose(1, 2))
+
+
+# The packing layouts, by the name hydra.launcher.mechanism takes (docs/usage.md, Packed sweeps).
+LAYOUTS = {"scan": ScanPackedRNN, "blockdiag": PackedRNN}
+
+
+# GPU memory a scan-layout run holds while it trains, in bytes per step of the sequence, example of the
+# batch, hidden unit and layer: the activations its backward needs (kept in the CUDA graphs' pool), its
+# gradients and workspace. Measured on an H200: 8 LSTM runs at T = 5028, batch 128, hidden 256 held
+# 54 GiB in the graphs' pool, 44 bytes; rounded up (docs/performance.md, Packed sweeps).
+SCAN_BYTES = 48
+
+
+def runs_that_fit(seq_len: int, batch: int, hidden: int, layers: int, free_bytes: int) -> int:
+    """How many scan-layout runs of this shape fit in `free_bytes` of GPU memory with a quarter of it left
+    free (evaluation, the allocator's slack); at least 1."""
+    return max(1, int(0.75 * free_bytes) // (SCAN_BYTES * seq_len * batch * hidden * layers))
+
+
+def capture_training(model: Pack, sample: Tensor) -> str:
+    """Speed up `model`'s training forward and backward on CUDA (the scan layout only); returns what was
+    done, for the log. The cell's pointwise step is compiled by torch.compile into one fused kernel
+    forward and one backward, and the whole forward and backward are captured by
+    torch.cuda.make_graphed_callables, so that a training step replays the T steps' kernels without the
+    host (the optimizer, clipping and the rest stay eager). `sample`: an input of the training shape;
+    the graphs replay only in training mode with that shape (evaluation runs eager, as
+    make_graphed_callables arranges). Where compiling fails, the graphs are captured without it."""
+    if not isinstance(model, ScanPackedRNN) or sample.device.type != "cuda":
+        return "eager"
+    import torch._dynamo
+
+    from mftrnn.scan import gru_pointwise, lstm_pointwise
+
+    # every pack size, depth and cell of a worker's packs is a shape of its own: room for all of them
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+    fn = lstm_pointwise if model.cell.value == "lstm" else gru_pointwise
+    model.pointwise = torch.compile(fn, dynamic=False, fullgraph=True)
+    try:
+        torch.cuda.make_graphed_callables(model, (sample,))
+        return "CUDA graphs, fused pointwise step"
+    except Exception as exc:  # noqa: BLE001 - no compiler on this machine: the graphs alone still pay
+        log.warning("torch.compile of the %s step failed (%s: %s); capturing without it", model.cell.value,
+                    type(exc).__name__, str(exc)[:200])
+        model.pointwise = None
+        torch.cuda.synchronize()
+        torch.cuda.make_graphed_callables(model, (sample,))
+        return "CUDA graphs"
 
 
 @torch.no_grad()
-def clip_per_run(model: PackedRNN, max_norms: list[float] | Tensor, ok: Optional[Tensor] = None) -> Tensor:
+def clip_per_run(model: Pack, max_norms: list[float] | Tensor, ok: Optional[Tensor] = None) -> Tensor:
     """Clip each run's gradient to its own global norm (torch.nn.utils.clip_grad_norm_'s rule, per run,
     over the entries it owns); returns the K norms before clipping (float64). `ok` (K,) bool: runs whose
     gradient is set to zero instead (a diverged run, frozen); a run with a non-finite norm is zeroed too,
@@ -161,19 +286,16 @@ def clip_per_run(model: PackedRNN, max_norms: list[float] | Tensor, ok: Optional
 
 
 @torch.no_grad()
-def cap_candidate_per_run(model: PackedRNN, caps: Tensor, frozen: Optional[Tensor] = None) -> None:
+def cap_candidate_per_run(model: Pack, caps: Tensor, frozen: Optional[Tensor] = None) -> None:
     """`mftrnn.models.cap_candidate_norm` for each run of the pack: run r's candidate recurrent block of
     every layer scaled to spectral norm at most caps[r] ((K,) on the parameters' device, inf: no bound).
     `frozen` (K,) bool: runs left as they are."""
-    g, k, h = len(GATES[model.cell]), model.k, model.hidden
-    j = GATES[model.cell].index(CANDIDATE[model.cell.value])
     for layer in range(model.layers):
-        w = getattr(model.rnn, f"weight_hh_l{layer}").view(g, k, h, k, h)[j]  # (K, H, K, H)
-        blocks = torch.diagonal(w, dim1=0, dim2=2).permute(2, 0, 1)  # (K, H, H): run r's own block, a view
+        blocks = model.candidate_blocks(layer)  # (K, H, H), a view of run r's own block
         factor = norm_cap_factor(blocks, caps.to(blocks.dtype))
         if frozen is not None:
             factor = torch.where(frozen, 1.0, factor)
-        blocks.mul_(factor.view(k, 1, 1))
+        blocks.mul_(factor.view(model.k, 1, 1))
 
 
 # A run whose weights exceed this is treated as diverged (`guard_params`): below it every activation and
@@ -183,7 +305,7 @@ PARAM_BOUND = 1e15
 
 
 @torch.no_grad()
-def guard_params(model: PackedRNN, bound: float = PARAM_BOUND) -> Tensor:
+def guard_params(model: Pack, bound: float = PARAM_BOUND) -> Tensor:
     """(K,) bool: runs with a parameter beyond `bound` (or non-finite); their parameters are set to zero,
     so they stay harmless to the rest of the pack (a diverged run's weights are not used again)."""
     params = model.packed_params()
@@ -202,7 +324,7 @@ class PackedAdam(torch.optim.Optimizer):
     decay are shared by the pack, and so is the step count (every run of a pack starts at the same step).
     `frozen`: (K,) bool on the parameters' device, or None; a frozen run's parameters do not move."""
 
-    def __init__(self, model: PackedRNN, lrs: list[float], betas=(0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, model: Pack, lrs: list[float], betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         self.model = model
         self.keys = dict(model.packed_params())

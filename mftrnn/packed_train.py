@@ -1,4 +1,5 @@
-"""Packed training: the runs of a sweep that share their shapes, trained together in one PackedRNN.
+"""Packed training: the runs of a sweep that share their shapes, trained together in one packed module
+(mftrnn/packed.py: the scan layout, or block-diagonal cuDNN).
 
 `hydra/launcher=packed` (hydra_plugins/mftrnn_packed_launcher) hands this module the sweep's jobs as
 (config, run dir, log file). `pack_key` says which runs can share a pack: the same sequence length and
@@ -18,6 +19,7 @@ log step, as a run alone is, and the others go on. SIGINT / SIGTERM checkpoint e
 """
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -33,8 +35,9 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from mftrnn.errors import MftrnnError
-from mftrnn.packed import PackedAdam, PackedRNN, cap_candidate_per_run, clip_per_run, guard_params
+from mftrnn.errors import ConfigError, MftrnnError
+from mftrnn.packed import (LAYOUTS, PackedAdam, Pack, cap_candidate_per_run, capture_training, clip_per_run, guard_params,
+                           runs_that_fit)
 from mftrnn.schema import OptimName, TrainConfig, to_objects
 from mftrnn.tasks import build_task
 from mftrnn.tracking import Tracker, write_json
@@ -44,9 +47,11 @@ from mftrnn.train import (EVAL_NOISE_SEED, FAILED_NAME, SUMMARY_NAME, BatchSampl
 
 log = logging.getLogger(__name__)
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
-# The pack size with the most runs/hour, per cell, measured on an H200 at T = 1028 and 5028 (hidden 256,
-# batch 128; docs/performance.md, Packed sweeps): hydra.launcher.pack=null (the default) uses it.
-BEST_PACK = {"lstm": 4, "gru": 8}
+# The pack size with the most runs/hour, per layout and cell, measured on an H200 at T = 1028 and 5028
+# (hidden 256, batch 128; docs/performance.md, Packed sweeps): hydra.launcher.pack=null (the default) uses it.
+# A scan pack that does not fit the device's memory is trained as smaller packs (`_runs_that_fit`).
+BEST_PACK = {"scan": {"lstm": 16, "gru": 16}, "blockdiag": {"lstm": 4, "gru": 8}}
+DEFAULT_MECHANISM = "scan"
 
 
 @dataclass
@@ -87,6 +92,12 @@ class PackedJobError(MftrnnError):
 
 
 # ----------------------------------------------------------------------------------- grouping
+def check_mechanism(mechanism: str) -> None:
+    """hydra.launcher.mechanism names a layout of mftrnn.packed.LAYOUTS, or a ConfigError says which."""
+    if mechanism not in LAYOUTS:
+        raise ConfigError(f"hydra.launcher.mechanism={mechanism} is not allowed: one of {', '.join(LAYOUTS)}")
+
+
 def pack_key(conf: TrainConfig) -> Optional[tuple]:
     """What the runs of one pack must share; None for a run that cannot be packed (an optimizer other
     than Adam: PackedAdam is the packed optimizer)."""
@@ -99,9 +110,9 @@ def pack_key(conf: TrainConfig) -> Optional[tuple]:
             tc.ckpt_every, conf.optim.weight_decay, repr(conf.data), conf.device, conf.deterministic)
 
 
-def group(jobs: list[Job], pack: Optional[int]) -> list[tuple[list[int], bool]]:
+def group(jobs: list[Job], pack: Optional[int], mechanism: str = DEFAULT_MECHANISM) -> list[tuple[list[int], bool]]:
     """Job indices cut into packs, each with whether it trains alone: jobs with equal `pack_key` in order
-    of appearance, at most `pack` per pack (None: BEST_PACK of the cell); a job that cannot be packed, or
+    of appearance, at most `pack` per pack (None: BEST_PACK of the layout and cell); a job that cannot be packed, or
     whose config is invalid, trains alone (`train_alone`, which reports its error as a run alone does)."""
     buckets: dict = {}
     packs: list[tuple[list[int], bool]] = []
@@ -114,7 +125,7 @@ def group(jobs: list[Job], pack: Optional[int]) -> list[tuple[list[int], bool]]:
             packs.append(([i], True))
             continue
         bucket = buckets.setdefault(key, [])
-        size = pack if pack is not None else BEST_PACK[key[3].value]
+        size = pack if pack is not None else BEST_PACK[mechanism][key[3].value]
         if not bucket or len(bucket[-1]) >= size:
             bucket.append([])
             packs.append((bucket[-1], False))
@@ -160,8 +171,9 @@ class _Prefixed(logging.LoggerAdapter):
         return self.prefix + str(msg), kwargs
 
 
-def train_pack(jobs: list[Job]) -> list[Outcome]:
-    """Train the jobs (which share `pack_key`) as one pack; one Outcome per job. Runs already complete
+def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outcome]:
+    """Train the jobs (which share `pack_key`) as one pack in the layout `mechanism` (mftrnn.packed.LAYOUTS);
+    one Outcome per job. Runs already complete
     return their summary; runs that resume from different steps train as separate packs, one after the
     other. A Stopped (interrupt) propagates, after every run of the pack has checkpointed."""
     logs = _RunLogs(jobs)
@@ -184,10 +196,19 @@ def train_pack(jobs: list[Job]) -> list[Outcome]:
         by_step: dict[int, list[int]] = {}
         for i, prep in preps.items():
             by_step.setdefault(prep.step, []).append(i)
+        parts = []
         for step, members in sorted(by_step.items()):
+            fit = _runs_that_fit(preps[members[0]], mechanism)
+            n = -(-len(members) // fit)  # as few packs as fit, of sizes as even as possible (16: 8 + 8, not 14 + 2)
+            cuts = [len(members) * j // n for j in range(n + 1)]
+            if n > 1:
+                log.info("%d runs do not fit the GPU's free memory together (at most %d): trained as %d packs of %s",
+                         len(members), fit, n, " + ".join(str(b - a) for a, b in zip(cuts, cuts[1:])))
+            parts += [members[a:b] for a, b in zip(cuts, cuts[1:])]
+        for members in parts:
             try:
                 results = _train_members([preps[i] for i in members], [jobs[i] for i in members],
-                                         [logs.loggers[i] for i in members])
+                                         [logs.loggers[i] for i in members], mechanism)
             except Stopped:
                 raise
             except Exception as exc:  # noqa: BLE001 - the pack's failure is each of its runs' failure
@@ -195,9 +216,24 @@ def train_pack(jobs: list[Job]) -> list[Outcome]:
                 results = [_fail(jobs[i], exc) for i in members]
             for i, res in zip(members, results):
                 outcomes[i] = res
+            if torch.cuda.is_available():
+                # a graphed module refers to itself (make_graphed_callables patches its forward), so only the
+                # cycle collector frees its graphs' memory: free it before the next pack measures what fits
+                gc.collect()
+                torch.cuda.empty_cache()
     finally:
         logs.close()
     return [o if o is not None else Outcome(kind="RuntimeError", message="not run", exit_code=1) for o in outcomes]
+
+
+def _runs_that_fit(prep: Prepared, mechanism: str) -> int:
+    """How many runs shaped as `prep` one pack of the layout `mechanism` may hold on its device: for the
+    scan on CUDA, `mftrnn.packed.runs_that_fit` of the device's free memory; otherwise no limit."""
+    if mechanism != "scan" or prep.device.type != "cuda":
+        return 1 << 30
+    c = prep.conf
+    return runs_that_fit(prep.task.seq_len, c.train.batch_size, c.model.hidden, c.model.layers,
+                         torch.cuda.mem_get_info(prep.device)[0])
 
 
 def _fail(job: Job, exc: BaseException) -> Outcome:
@@ -206,7 +242,7 @@ def _fail(job: Job, exc: BaseException) -> Outcome:
 
 
 @torch.no_grad()
-def evaluate_pack(packed: PackedRNN, preps: list[Prepared], data: list[Optional[tuple]], batch_size: int,
+def evaluate_pack(packed: Pack, preps: list[Prepared], data: list[Optional[tuple]], batch_size: int,
                   noise_seeds: list[int], device: torch.device) -> list[Optional[dict]]:
     """Each run's mean cross-entropy and accuracy on its split (`data[k]` = (x, y), or None: not
     evaluated, zero input), as `mftrnn.train.evaluate` computes them for a run alone: the same batches
@@ -230,7 +266,7 @@ def evaluate_pack(packed: PackedRNN, preps: list[Prepared], data: list[Optional[
                 xs.append(preps[r].task.sequences(d[0][start:start + b], gens[r]))
                 ys.append(d[1][start:start + b])
         y = torch.stack(ys)  # (K, b)
-        logits = packed(torch.cat(xs, dim=-1))  # (K, b, C)
+        logits = packed(packed.pack_inputs(xs))  # (K, b, C)
         ce = F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b)
         loss_sum += ce.double().sum(1)
         correct += (logits.argmax(-1) == y).sum(1)
@@ -242,15 +278,13 @@ def evaluate_pack(packed: PackedRNN, preps: list[Prepared], data: list[Optional[
     return out
 
 
-def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Logger]) -> list[Outcome]:
-    """Train runs that start at the same step, as one PackedRNN, to the end."""
+def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Logger],
+                   mechanism: str = DEFAULT_MECHANISM) -> list[Outcome]:
+    """Train runs that start at the same step, as one packed module of the layout `mechanism`, to the end."""
     k = len(preps)
     conf0, device = preps[0].conf, preps[0].device
     where = str(device) + (f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})"
                            if device.type == "cuda" and "CUDA_VISIBLE_DEVICES" in os.environ else "")
-    for lg in logs:
-        lg.info("packed with %d run(s) in one %s module of hidden %d x %d on %s", k, conf0.cell.kind.value,
-                conf0.model.hidden, k, where)
     # CPU holders of each run's standalone state: checkpoints are written from them
     opts = [torch.optim.Adam(p.model.parameters(), lr=p.conf.optim.lr, weight_decay=conf0.optim.weight_decay)
             for p in preps]
@@ -258,7 +292,13 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
         if p.state is not None:
             p.model.load_state_dict(p.state["model"])
             opt.load_state_dict(p.state["optimizer"])
-    packed = PackedRNN([p.model for p in preps]).to(device)
+    if mechanism == "scan" and device.type == "cuda":
+        # the scan's matmuls at the precision cuDNN's RNNs use (TF32 unless torch.backends.cudnn.allow_tf32
+        # is off), so a packed run computes as the same run alone does
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    packed = LAYOUTS[mechanism]([p.model for p in preps]).to(device)
     popt = PackedAdam(packed, [p.conf.optim.lr for p in preps], weight_decay=conf0.optim.weight_decay)
     step = preps[0].step
     if step > 0:  # Adam's moments of every run into the packed optimizer
@@ -268,6 +308,13 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
             packed.merge(m_all, r, {key: opt.state[params[key]]["exp_avg"] for key in m_all})
             packed.merge(v_all, r, {key: opt.state[params[key]]["exp_avg_sq"] for key in v_all})
         popt.step_count = step
+    shape = (preps[0].task.seq_len, conf0.train.batch_size, preps[0].task.input_size)  # (T, B, n_in) of a run
+    sample = packed.pack_inputs([torch.zeros(shape, device=device)] * k)
+    how = capture_training(packed, sample)
+    del sample
+    for lg in logs:
+        lg.info("packed with %d run(s) in one %s module (%s layout, %s, hidden %d each) on %s", k,
+                conf0.cell.kind.value, mechanism, how, conf0.model.hidden, where)
     on_device: dict = {}
     splits = []
     for p in preps:  # one copy on the device per distinct data
@@ -285,6 +332,9 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
     try:
         with StopSignals() as stop:
             outcomes = _loop(preps, jobs, logs, packed, popt, opts, splits, samplers, noises, trackers, step, stop)
+        if device.type == "cuda":  # what `mftrnn.packed.runs_that_fit` budgets for
+            for lg in logs:
+                lg.info("peak GPU memory of the pack: %.1f GiB", torch.cuda.max_memory_allocated(device) / 2**30)
         exit_code = 0
     except Stopped:
         exit_code = 0
@@ -295,7 +345,7 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
     return outcomes
 
 
-def _loop(preps, jobs, logs, packed: PackedRNN, popt: PackedAdam, opts, splits, samplers, noises,
+def _loop(preps, jobs, logs, packed: Pack, popt: PackedAdam, opts, splits, samplers, noises,
           trackers: list[Tracker], step: int, stop: StopSignals) -> list[Outcome]:
     k = len(preps)
     conf0, device = preps[0].conf, preps[0].device
@@ -369,7 +419,7 @@ def _loop(preps, jobs, logs, packed: PackedRNN, popt: PackedAdam, opts, splits, 
                     xs.append(zero_x)
                     ys.append(zero_y)
             y = torch.stack(ys)  # (K, B)
-            logits = packed(torch.cat(xs, dim=-1))  # (K, B, C)
+            logits = packed(packed.pack_inputs(xs))  # (K, B, C)
             # a run whose logits are non-finite gets no gradient from them (and so cannot reach the others)
             finite = torch.isfinite(logits).flatten(1).all(1)  # (K,)
             safe = torch.where(finite.view(k, 1, 1), logits, 0.0)
@@ -498,14 +548,14 @@ def train_alone(job: Job) -> Outcome:
         handler.close()
 
 
-def _train_group(jobs: list[Job], alone: bool) -> list[Outcome]:
-    return [train_alone(jobs[0])] if alone else train_pack(jobs)
+def _train_group(jobs: list[Job], alone: bool, mechanism: str) -> list[Outcome]:
+    return [train_alone(jobs[0])] if alone else train_pack(jobs, mechanism)
 
 
-def _run_one_pack(jobs: list[Job], alone: bool) -> list[Outcome]:
+def _run_one_pack(jobs: list[Job], alone: bool, mechanism: str) -> list[Outcome]:
     """In a worker process: an interrupt becomes each run's outcome (exceptions of ours do not cross)."""
     try:
-        return _train_group(jobs, alone)
+        return _train_group(jobs, alone, mechanism)
     except Stopped as exc:
         return [Outcome.failed(exc)] * len(jobs)
 
@@ -519,10 +569,12 @@ def _complete(job: Job) -> bool:
         return False  # the worker reports it, as for any run
 
 
-def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcome]:
-    """Every job, in packs (`group`); with workers > 1, one process per GPU (`workers` GPUs from
-    CUDA_VISIBLE_DEVICES), each training one pack at a time; else the packs one after the other here."""
-    packs = group(jobs, pack)
+def run_packs(jobs: list[Job], pack: Optional[int], workers: int, mechanism: str = DEFAULT_MECHANISM) -> list[Outcome]:
+    """Every job, in packs (`group`) of the layout `mechanism` (mftrnn.packed.LAYOUTS); with workers > 1,
+    one process per GPU (`workers` GPUs from CUDA_VISIBLE_DEVICES), each training one pack at a time;
+    else the packs one after the other here."""
+    check_mechanism(mechanism)
+    packs = group(jobs, pack, mechanism)
     for n, (members, alone) in enumerate(packs):
         log.info("pack %d: %d run(s)%s: %s", n, len(members), " (trained alone: not packable)" if alone else "",
                  ", ".join(str(jobs[i].run_dir) for i in members))
@@ -530,7 +582,7 @@ def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcom
 
     def here(these: list[tuple[list[int], bool]]) -> None:  # packs trained (or answered) in this process
         for members, alone in these:
-            for i, res in zip(members, _train_group([jobs[i] for i in members], alone)):
+            for i, res in zip(members, _train_group([jobs[i] for i in members], alone, mechanism)):
                 outcomes[i] = res
 
     if workers > 1:  # packs with nothing left to train are answered here: no GPU worker starts for them
@@ -551,7 +603,8 @@ def run_packs(jobs: list[Job], pack: Optional[int], workers: int) -> list[Outcom
         gpus.put(gpu)
     # each worker takes one GPU for its life, and trains one pack at a time
     with ctx.Pool(workers, initializer=_pin_worker, initargs=(gpus,)) as pool:
-        results = [pool.apply_async(_run_one_pack, ([jobs[i] for i in members], alone)) for members, alone in packs]
+        results = [pool.apply_async(_run_one_pack, ([jobs[i] for i in members], alone, mechanism))
+                   for members, alone in packs]
         for (members, _), res in zip(packs, results):
             for i, out in zip(members, res.get()):
                 outcomes[i] = out

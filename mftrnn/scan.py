@@ -1,13 +1,14 @@
-"""K runs' recurrent layers as one loop over time with batched per-run weights (a packing candidate).
+"""K runs' recurrent layers as one loop over time with batched per-run weights (the scan packing layout).
 
 Block-diagonal packing (mftrnn/packed.py) hands K runs to one cuDNN module of hidden K·H, whose
 recurrent GEMM multiplies K² blocks of which K are not zero: from K = 4 on that waste, not the kernel
 launches, limits its runs/hour (docs/performance.md, Packed sweeps). Here each step multiplies each
 run's state by its own (4H or 3H) × H block only, with one batched matmul (torch.baddbmm over the run
 axis), so the work grows as K. The price is a loop in Python: about ten kernels per step where cuDNN
-launches two, which a CUDA graph of the whole training step can replay without the host
-(scripts/gpu/scan_probe.py measures whether that pays, also with the step's pointwise part fused
-by torch.compile).
+launches two, which CUDA graphs of the training forward and backward replay without the host, with
+the step's pointwise part fused by torch.compile (mftrnn.packed.capture_training; measured in
+docs/performance.md, Packed sweeps: 6.1× (LSTM) and 6.9× (GRU) the runs/hour of one run alone at
+T = 1028 on an H200).
 
 The equations are nn.LSTM's and nn.GRU's (docs/theory.md §1; gate order in mftrnn/cells.py), the GRU
 with PyTorch's reset-after candidate, n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)). Weights are a
@@ -15,7 +16,7 @@ standalone nn.LSTM / nn.GRU layer's, stacked over a leading run axis (`stack_lay
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -69,8 +70,8 @@ def lstm_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
     h, c = state if state is not None else (x.new_zeros(k, b, hidden), x.new_zeros(k, b, hidden))
     w_t = w_hh.transpose(1, 2)  # (K, H, 4H)
     outs = []
-    for step in range(x.shape[1]):
-        h, c = pointwise(torch.baddbmm(pre[:, step], h, w_t), c)
+    for pre_t in pre.unbind(1):  # unbind, not pre[:, t]: indexing's backward writes a zero (K, T, B, G·H)
+        h, c = pointwise(torch.baddbmm(pre_t, h, w_t), c)  # tensor per step, O(T²) traffic in all
         outs.append(h)
     return torch.stack(outs, dim=1), (h, c)
 
@@ -86,23 +87,39 @@ def gru_scan(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
     h = state if state is not None else x.new_zeros(k, b, hidden)
     w_t, bias_h = w_hh.transpose(1, 2), b_hh.unsqueeze(1)  # (K, H, 3H), (K, 1, 3H)
     outs = []
-    for step in range(x.shape[1]):
-        h = pointwise(pre[:, step], torch.baddbmm(bias_h, h, w_t), h)
+    for pre_t in pre.unbind(1):  # unbind: one gradient stack for all steps (see lstm_scan)
+        h = pointwise(pre_t, torch.baddbmm(bias_h, h, w_t), h)
         outs.append(h)
     return torch.stack(outs, dim=1), h
 
 
-def scan(cell: str, x: Tensor, weights: tuple[Tensor, Tensor, Tensor, Tensor],
-         pointwise: Optional[Callable] = None) -> Tensor:
-    """The last hidden state h_T (K, B, H) of K one-layer runs of `cell` ("lstm" or "gru") on x
-    (K, T, B, n_in), weights as `stack_layers` gives them; `pointwise` replaces the cell's step
-    function after the matmuls (`lstm_pointwise`, `gru_pointwise`), e.g. by a compiled one."""
+# Steps whose input projections are computed at once: the projection of a whole sequence is (K, T, B, G·H),
+# 165 GB for 8 LSTM runs at T = 5028 and evaluation's batch of 1,000; a chunk of it is a few GB.
+CHUNK = 256
+
+
+def scan(cell: str, x: Tensor, weights: Sequence[Tensor], pointwise: Optional[Callable] = None,
+         chunk: int = CHUNK) -> Tensor:
+    """The top layer's last hidden state h_T (K, B, H) of K runs of `cell` ("lstm" or "gru") on x
+    (K, T, B, n_in). `weights`: 4 tensors per layer, layer by layer, each layer's as `stack_layers`
+    gives them (w_ih, w_hh, b_ih, b_hh); layer l > 0 reads layer l − 1's outputs, as nn.LSTM /
+    nn.GRU with num_layers > 1 do. Time runs in pieces of `chunk` steps, every layer's state carried
+    from piece to piece (the same numbers; memory bounded by the piece). `pointwise` replaces the
+    cell's step function after the matmuls (`lstm_pointwise`, `gru_pointwise`), e.g. by a compiled one."""
     name = getattr(cell, "value", cell)
     if name not in ("lstm", "gru"):
         raise ValueError(f"scan runs cell=lstm or cell=gru, not {name!r}")
-    rows, hidden = weights[1].shape[1:]  # w_hh (K, G·H, H)
-    if rows != len(gates_of(name)) * hidden:
-        raise ValueError(f"weights of {rows} gate rows do not fit cell={name}")
-    if name == "lstm":
-        return lstm_scan(x, *weights, pointwise=pointwise or lstm_pointwise)[1][0]
-    return gru_scan(x, *weights, pointwise=pointwise or gru_pointwise)[1]
+    if not weights or len(weights) % 4:
+        raise ValueError(f"scan takes 4 weight tensors per layer, not {len(weights)}")
+    layers = [tuple(weights[i:i + 4]) for i in range(0, len(weights), 4)]
+    for w in layers:
+        rows, hidden = w[1].shape[1:]  # w_hh (K, G·H, H)
+        if rows != len(gates_of(name)) * hidden:
+            raise ValueError(f"weights of {rows} gate rows do not fit cell={name}")
+    run = lstm_scan if name == "lstm" else gru_scan
+    step = pointwise or (lstm_pointwise if name == "lstm" else gru_pointwise)
+    states: list = [None] * len(layers)
+    for piece in x.split(chunk, dim=1):
+        for layer, w in enumerate(layers):
+            piece, states[layer] = run(piece, *w, states[layer], pointwise=step)
+    return states[-1][0] if name == "lstm" else states[-1]

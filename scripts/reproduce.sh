@@ -4,7 +4,8 @@
 #   make reproduce-smoke    # bash scripts/reproduce.sh smoke   (CPU, toy size, a few minutes; in CI)
 #   bash scripts/reproduce.sh full
 # Environment: REPRODUCE_ROOT (sweeps and reports; default outputs/reproduce/<scale>), REPRODUCE_FIGURES
-# (where the figures go; default <root>/figures), MFTRNN (the command; default mftrnn).
+# (where the figures go; default <root>/figures), MFTRNN (the command; default mftrnn), REPRODUCE_PACKING
+# (hydra.launcher.mechanism: scan, the default, or blockdiag, which trained the committed quick run).
 # Re-running resumes: finished steps are skipped (markers under <root>/.done: delete it to run every
 # step again), interrupted sweeps continue, their finished runs skipped and the others resumed from
 # their checkpoints.
@@ -14,6 +15,7 @@ case $SCALE in smoke|quick|full) ;; *) echo "usage: $0 smoke|quick|full" >&2; ex
 ROOT=${REPRODUCE_ROOT:-outputs/reproduce/$SCALE}
 FIG=${REPRODUCE_FIGURES:-$ROOT/figures}
 M=${MFTRNN:-mftrnn}
+PACKING=${REPRODUCE_PACKING:-scan}
 mkdir -p "$ROOT" "$FIG"
 t0=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
@@ -26,7 +28,8 @@ mark() { mkdir -p "$ROOT/.done" && touch "$ROOT/.done/$1"; }
 for e in trainability heatmap_lstm heatmap_gru curves_mnist curves_cifar10 curves_repeated_pixel; do
   finished "sweep-$e" && continue
   step "sweep $e"
-  $M train experiment=$e scale=$SCALE hydra/launcher=packed hydra.sweep.dir="$ROOT/sweeps/$e"
+  $M train experiment=$e scale=$SCALE hydra/launcher=packed hydra.launcher.mechanism=$PACKING \
+    hydra.sweep.dir="$ROOT/sweeps/$e"
   mark "sweep-$e"
 done
 

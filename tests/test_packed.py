@@ -1,4 +1,5 @@
-"""Block-diagonal packing: K runs trained as one module end exactly as each trained alone (CPU, float64)."""
+"""Packing, both layouts (block-diagonal cuDNN module, batched scan): K runs trained as one module end
+exactly as each trained alone (CPU, float64)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ from conftest import compose_train
 from mftrnn.inits import TaskShape, initialize
 from mftrnn.cells import CANDIDATE
 from mftrnn.models import GATES, RNNClassifier, cap_candidate_norm
-from mftrnn.packed import PackedAdam, PackedRNN, cap_candidate_per_run, clip_per_run, pack_inputs
+from mftrnn.packed import LAYOUTS, PackedAdam, PackedRNN, cap_candidate_per_run, clip_per_run, runs_that_fit
 from mftrnn.schema import CellKind, ModelConfig, to_objects
 
 T, B, N_IN, H = 12, 8, 5, 6
@@ -25,12 +26,13 @@ def model(cell: str, init: str, seed: int, layers: int) -> RNNClassifier:
     return m
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_a_pack_trains_each_run_as_if_alone(cell, layers):
+def test_a_pack_trains_each_run_as_if_alone(layout, cell, layers):
     inits, seeds, lrs, clips = ["standard", "chrono", "critical"], [0, 1, 2], [1e-3, 3e-3, 1e-2], [1.0, 0.05, 10.0]
     alone = [model(cell, i, s, layers) for i, s in zip(inits, seeds)]
-    packed = PackedRNN([model(cell, i, s, layers) for i, s in zip(inits, seeds)]).double()
+    packed = LAYOUTS[layout]([model(cell, i, s, layers) for i, s in zip(inits, seeds)]).double()
     for r, m in enumerate(alone):  # packing then unpacking is the identity
         assert all(torch.equal(v, m.state_dict()[k]) for k, v in packed.unpack(r).items())
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m, lr in zip(alone, lrs)]
@@ -45,7 +47,7 @@ def test_a_pack_trains_each_run_as_if_alone(cell, layers):
             torch.nn.utils.clip_grad_norm_(m.parameters(), clip)
             opt.step()
         popt.zero_grad()
-        logits = packed(pack_inputs(xs))  # (K, B, 10)
+        logits = packed(packed.pack_inputs(xs))  # (K, B, 10)
         sum(F.cross_entropy(logits[r], y) for r, y in enumerate(ys)).backward()
         clip_per_run(packed, clips)
         popt.step()
@@ -53,17 +55,20 @@ def test_a_pack_trains_each_run_as_if_alone(cell, layers):
         got = packed.unpack(r)
         for key, want in m.state_dict().items():
             assert torch.allclose(got[key], want, rtol=0, atol=1e-10), (r, key)
-    for name in packed.rnn_names:  # off the blocks nothing moved
-        assert torch.all(getattr(packed.rnn, name)[~getattr(packed, f"mask_{name}")] == 0)
+    if isinstance(packed, PackedRNN):
+        for name in packed.rnn_names:  # off the blocks nothing moved
+            assert torch.all(getattr(packed.rnn, name)[~getattr(packed, f"mask_{name}")] == 0)
 
 
-def test_packing_refuses_different_shapes():
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_packing_refuses_different_shapes(layout):
     with pytest.raises(ValueError, match="share"):
-        PackedRNN([model("lstm", "standard", 0, 1), model("lstm", "standard", 0, 2)])
+        LAYOUTS[layout]([model("lstm", "standard", 0, 1), model("lstm", "standard", 0, 2)])
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_candidate_norm_cap_per_run_equals_the_cap_of_a_run_alone(cell):
+def test_candidate_norm_cap_per_run_equals_the_cap_of_a_run_alone(layout, cell):
     """optim.candidate_norm_cap: each run's candidate block (every layer) is bounded by its own cap, as
     `cap_candidate_norm` bounds a run alone; a run without a cap, or frozen, is left as it is."""
     models = [model(cell, "standard", s, 2) for s in range(3)]
@@ -71,7 +76,7 @@ def test_candidate_norm_cap_per_run_equals_the_cap_of_a_run_alone(cell):
         for m in models:
             for p in m.rnn.parameters():
                 p.mul_(5.0)  # candidate blocks well above every cap below
-    packed = PackedRNN([model(cell, "standard", s, 2) for s in range(3)]).double()
+    packed = LAYOUTS[layout]([model(cell, "standard", s, 2) for s in range(3)]).double()
     for r, m in enumerate(models):
         packed.load_run(r, m.state_dict())
     caps = [0.5, None, 0.8]
@@ -94,3 +99,12 @@ def test_candidate_norm_cap_per_run_equals_the_cap_of_a_run_alone(cell):
                 assert torch.equal(got[key][other * H:(other + 1) * H], before[key][other * H:(other + 1) * H])
             else:
                 assert torch.equal(got[key], before[key]) and norm > 1.0
+
+
+def test_runs_that_fit_follow_the_memory_each_run_needs():
+    gib = 2**30
+    # a scan run at T = 1028 (batch 128, hidden 256, one layer) needs about 1.5 GiB: 19 in three quarters of 40
+    assert runs_that_fit(1028, 128, 256, 1, 40 * gib) == 19
+    assert runs_that_fit(5028, 128, 256, 1, 139 * gib) == 14   # an empty H200 at T = 5028
+    assert runs_that_fit(5028, 128, 256, 2, 139 * gib) == 7    # twice the layers, half the runs
+    assert runs_that_fit(78_400, 128, 256, 1, 139 * gib) == 1  # never fewer than one

@@ -12,9 +12,10 @@ import torch
 from conftest import TINY, run_cli
 from mftrnn.train import KILL_ENV, SIGNAL_ENV
 
-# 8 LSTM runs, in two packs of 4 (the default pack size for the LSTM): two inits, two learning rates,
-# two seeds in each pack; noise padding, so each run's padding comes from its own generator
+# 8 LSTM runs, in two packs of 4: two inits, two learning rates, two seeds in each pack; noise padding, so
+# each run's padding comes from its own generator
 SWEEP = [*TINY, "task.pad_value=noise", "train.steps=16", "optim.lr=0.001,0.01", "init=standard,critical", "seed=0,1"]
+PACKED = ["hydra/launcher=packed", "hydra.launcher.pack=4"]  # the default layout, scan
 FILES = {"init.pt", "metrics.jsonl", "summary.json", "ckpt_last.pt", "ckpt_prev.pt", "train.log", ".hydra"}
 
 
@@ -29,20 +30,26 @@ def runs(sweep_dir: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory, data_root):
-    """The same sweep run alone (Hydra's basic launcher, one process) and packed."""
+    """The same sweep run alone (Hydra's basic launcher, one process) and packed, in each layout."""
     root = tmp_path_factory.mktemp("sweeps")
     alone = run_cli("train", "-m", *SWEEP, f"hydra.sweep.dir={root / 'alone'}")
     assert alone.returncode == 0, alone.stderr[-2000:]
-    packed = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={root / 'packed'}")
+    packed = run_cli("train", "-m", *SWEEP, *PACKED, f"hydra.sweep.dir={root / 'packed'}")
     assert packed.returncode == 0, packed.stderr[-2000:]
-    return root, packed
+    blockdiag = run_cli("train", "-m", *SWEEP, *PACKED, "hydra.launcher.mechanism=blockdiag",
+                        f"hydra.sweep.dir={root / 'blockdiag'}")
+    assert blockdiag.returncode == 0, blockdiag.stderr[-2000:]
+    return root, {"packed": packed, "blockdiag": blockdiag}
 
 
-def test_each_packed_run_equals_the_run_alone(sweeps):
-    root, res = sweeps
-    alone, packed = runs(root / "alone"), runs(root / "packed")
+@pytest.mark.parametrize("layout,sweep", [("scan", "packed"), ("blockdiag", "blockdiag")])
+def test_each_packed_run_equals_the_run_alone(sweeps, layout, sweep):
+    root, results = sweeps
+    alone, packed = runs(root / "alone"), runs(root / sweep)
+    res = results[sweep]
     assert len(alone) == 8 and set(alone) == set(packed)
     assert (res.stdout + res.stderr).count("packed with 4 run(s)") == 8  # one line per run, two packs
+    assert (res.stdout + res.stderr).count(f"({layout} layout") == 8
     for name in alone:
         a, b = read(alone[name] / "summary.json"), read(packed[name] / "summary.json")
         assert b["steps"] == 16 and b["diverged"] is False
@@ -63,7 +70,7 @@ def test_each_packed_run_equals_the_run_alone(sweeps):
         ia, ib = torch.load(alone[name] / "init.pt"), torch.load(packed[name] / "init.pt")
         assert ia.keys() == ib.keys() and all(torch.equal(ia[k], ib[k]) for k in ia)
         assert FILES <= {p.name for p in packed[name].iterdir()}
-    assert (root / "packed" / "sweep.md").exists()
+    assert (root / sweep / "sweep.md").exists()
 
 
 def test_a_finished_sweep_starts_no_gpu_worker(sweeps, monkeypatch):
@@ -89,9 +96,9 @@ def test_a_finished_sweep_starts_no_gpu_worker(sweeps, monkeypatch):
 def test_a_killed_pack_resumes_to_the_same_result(sweeps, tmp_path):
     root, _ = sweeps
     broken = tmp_path / "broken"
-    killed = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={broken}", env={KILL_ENV: "10"})
+    killed = run_cli("train", "-m", *SWEEP, *PACKED, f"hydra.sweep.dir={broken}", env={KILL_ENV: "10"})
     assert killed.returncode == 17
-    again = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={broken}")
+    again = run_cli("train", "-m", *SWEEP, *PACKED, f"hydra.sweep.dir={broken}")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resumed from" in again.stdout + again.stderr
     whole, resumed = runs(root / "packed"), runs(broken)
@@ -142,13 +149,13 @@ def test_shapes_that_differ_make_separate_packs(tmp_path, data_root):
 def test_ctrl_c_checkpoints_every_run_of_the_pack(sweeps, tmp_path):
     root, _ = sweeps
     stopped = tmp_path / "stopped"
-    res = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={stopped}", env={SIGNAL_ENV: "6"})
+    res = run_cli("train", "-m", *SWEEP, *PACKED, f"hydra.sweep.dir={stopped}", env={SIGNAL_ENV: "6"})
     assert res.returncode == 130, res.stderr[-2000:]
     assert "stopped: SIGINT at step 6" in res.stderr and "Traceback" not in res.stderr
     ckpts = list(stopped.rglob("ckpt_last.pt"))
     # the first pack stopped at step 6, each of its runs with a checkpoint there; the sweep ended
     assert len(ckpts) == 4 and all(torch.load(c, weights_only=False)["step"] == 6 for c in ckpts)
-    again = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", f"hydra.sweep.dir={stopped}")
+    again = run_cli("train", "-m", *SWEEP, *PACKED, f"hydra.sweep.dir={stopped}")
     assert again.returncode == 0, again.stderr[-2000:]
     whole = runs(root / "packed")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
@@ -172,3 +179,37 @@ def test_a_run_started_alone_continues_in_a_pack(tmp_path, data_root):
     assert done[0]["steps"] == 16
     for key in ("train_loss", "val_loss", "test_loss"):
         assert math.isclose(done[0][key], ref[key], rel_tol=1e-4), key
+
+
+def test_a_bad_launcher_setting_is_refused_before_any_run(tmp_path, data_root):
+    res = run_cli("train", "-m", *TINY, "seed=0,1", "hydra/launcher=packed", "hydra.launcher.mechanism=cudnn",
+                  f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode != 0
+    assert "hydra.launcher.mechanism=cudnn is not allowed: one of scan, blockdiag" in res.stderr
+    assert not runs(tmp_path)
+
+
+def test_runs_that_do_not_fit_together_train_as_smaller_packs(tmp_path, data_root, monkeypatch, caplog):
+    """Where the device's memory holds fewer runs than the pack (the scan on a GPU), the pack is trained as
+    packs that fit, one after the other, and every run still ends as it would alone. The memory rule
+    itself is mftrnn.packed.runs_that_fit (test_packed.py); here the device is the CPU, so the number of
+    runs that fit is set."""
+    import logging
+
+    from conftest import compose_train
+    from mftrnn import packed_train
+
+    monkeypatch.setattr(packed_train, "_runs_that_fit", lambda prep, mechanism: 2)
+    jobs = []
+    for seed in range(3):
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        cfg = compose_train([*TINY, f"seed={seed}", f"data.root={data_root}"])
+        jobs.append(packed_train.Job(cfg, run_dir, run_dir / "train.log", label=f"#{seed}"))
+    with caplog.at_level(logging.INFO):
+        outcomes = packed_train.train_pack(jobs)
+    assert "3 runs do not fit the GPU's free memory together (at most 2): trained as 2 packs of 1 + 2" in caplog.text
+    assert all(o.kind is None and o.summary["steps"] == 12 for o in outcomes)
+    logs = [(job.run_dir / "train.log").read_text() for job in jobs]
+    assert "packed with 1 run(s)" in logs[0]
+    assert ["packed with 2 run(s)" in t for t in logs] == [False, True, True]

@@ -67,3 +67,28 @@ def test_scan_checks_the_cell():
         scan("lstm", x, w)
     with pytest.raises(ValueError, match="cell=lstm or cell=gru"):
         scan("rnn", x, w)
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_scan_of_two_layers_equals_each_run_alone(kind):
+    torch.manual_seed(1)
+    mods = [kind(N_IN, H, num_layers=2, dtype=torch.float64) for _ in range(K)]
+    x = torch.randn(K, T, B, N_IN, dtype=torch.float64)
+    got = scan("lstm" if kind is nn.LSTM else "gru", x, [*stack_layers(mods, 0), *stack_layers(mods, 1)])
+    for r, m in enumerate(mods):
+        out, _ = m(x[r])
+        torch.testing.assert_close(got[r], out[-1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_scan_in_pieces_of_time_equals_the_whole(kind):
+    torch.manual_seed(2)
+    mods = [kind(N_IN, H, num_layers=2, dtype=torch.float64) for _ in range(K)]
+    x = torch.randn(K, T, B, N_IN, dtype=torch.float64)
+    w = [*stack_layers(mods, 0), *stack_layers(mods, 1)]
+    cell = "lstm" if kind is nn.LSTM else "gru"
+    whole = scan(cell, x, w, chunk=T)
+    for chunk in (1, 3):  # pieces of one step, and pieces that do not divide T
+        torch.testing.assert_close(scan(cell, x, w, chunk=chunk), whole, rtol=1e-12, atol=1e-14)
+    for r, m in enumerate(mods):
+        torch.testing.assert_close(whole[r], m(x[r])[0][-1], rtol=1e-10, atol=1e-12)

@@ -30,23 +30,28 @@ log = logging.getLogger(__name__)
 @dataclass
 class PackedLauncherConf:
     _target_: str = "hydra_plugins.mftrnn_packed_launcher.packed_launcher.PackedLauncher"
-    # most runs in one module; null: the size with the most runs/hour measured on an H200, per cell
-    # (mftrnn.packed_train.BEST_PACK: LSTM 4, GRU 8; docs/performance.md)
+    # most runs in one module; null: the size with the most runs/hour measured on an H200, per layout and
+    # cell (mftrnn.packed_train.BEST_PACK; docs/performance.md)
     pack: Optional[int] = None
     # GPUs to spread packs over, one worker process each; null: every visible GPU; 0 or 1: this process
     gpus: Optional[int] = None
+    # how a pack computes its runs (mftrnn.packed.LAYOUTS): scan (one batched loop over time, CUDA-graphed
+    # on a GPU) or blockdiag (one cuDNN module of hidden K x H); docs/performance.md measures both
+    mechanism: str = "scan"
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="mftrnn")
 
 
 class PackedLauncher(Launcher):
-    def __init__(self, pack: Optional[int] = None, gpus: Optional[int] = None) -> None:
-        if pack is not None and int(pack) < 1:
-            from mftrnn.errors import ConfigError
+    def __init__(self, pack: Optional[int] = None, gpus: Optional[int] = None, mechanism: str = "scan") -> None:
+        from mftrnn.errors import ConfigError
+        from mftrnn.packed_train import check_mechanism
 
+        if pack is not None and int(pack) < 1:
             raise ConfigError(f"hydra.launcher.pack={pack} is not allowed: null or an integer >= 1")
-        self.pack, self.gpus = (None if pack is None else int(pack)), gpus
+        check_mechanism(str(mechanism))
+        self.pack, self.gpus, self.mechanism = (None if pack is None else int(pack)), gpus, str(mechanism)
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
@@ -72,8 +77,8 @@ class PackedLauncher(Launcher):
         if "train" not in self.config or "model" not in self.config:
             raise ConfigError("hydra/launcher=packed packs the runs of `mftrnn train` only")
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info("Packing %d jobs, at most %s per module", len(job_overrides),
-                 self.pack if self.pack is not None else "the measured best (LSTM 4, GRU 8)")
+        log.info("Packing %d jobs, at most %s per module, %s layout", len(job_overrides),
+                 self.pack if self.pack is not None else "the measured best", self.mechanism)
         jobs, returns, configs = [], [], []
         for idx, overrides in enumerate(job_overrides):
             idx = initial_job_idx + idx
@@ -91,7 +96,7 @@ class PackedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         device = str(jobs[0].cfg.get("device", "auto")) if jobs else "auto"
         try:
-            outcomes = run_packs(jobs, self.pack, self._workers(device))
+            outcomes = run_packs(jobs, self.pack, self._workers(device), self.mechanism)
         except MftrnnError as exc:  # an interrupt: every run of the pack has its checkpoint
             print(f"mftrnn train: {exc.label}: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None

@@ -2,8 +2,8 @@
 more runs/hour than block-diagonal cuDNN packing? (docs/performance.md, Packed sweeps)
 
 For each cell and pack size K it times, in one process: one run alone in cuDNN (nn.LSTM / nn.GRU and
-its head, the baseline), the block-diagonal pack of K (mftrnn.packed.PackedRNN, as the launcher trains
-today), and the scan of K runs: eager, captured whole in a CUDA graph (forward, backward, Adam with
+its head, the baseline), the block-diagonal pack of K (mftrnn.packed.PackedRNN,
+hydra.launcher.mechanism=blockdiag), and the scan of K runs: eager, captured whole in a CUDA graph (forward, backward, Adam with
 capturable=True), and graphed with the step's pointwise part fused by torch.compile. Synthetic
 inputs, T = 1028 (padded MNIST at pad 1000), hidden 256, batch 128, TF32 for cuDNN and for the scan's
 matmuls alike, deterministic algorithms off (a probe, not the runner).
