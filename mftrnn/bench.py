@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--packed", default=None, metavar="K,K,...",
                    help="measure packed training (hydra/launcher=packed) instead: runs/hour of packs of these sizes "
                         "against one run at a time, e.g. --packed 1,2,4,8")
-    p.add_argument("--mechanism", default="scan", choices=list(LAYOUTS),
-                   help="with --packed: the packing layout (hydra.launcher.mechanism; default scan)")
+    p.add_argument("--mechanism", default="auto", choices=["auto", *LAYOUTS],
+                   help="with --packed: the packing layout (hydra.launcher.mechanism; default auto: scan on a "
+                        "GPU, blockdiag on the CPU)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
     p.add_argument("overrides", nargs="*", help="extra `mftrnn train` overrides for the runner (e.g. data.root=...)")
     a = p.parse_args(argv)

@@ -38,7 +38,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from mftrnn.errors import ConfigError, MftrnnError
 from mftrnn.packed import (LAYOUTS, PackedAdam, Pack, cap_candidate_per_run, capture_training, clip_per_run, guard_params,
                            runs_that_fit)
-from mftrnn.schema import OptimName, TrainConfig, to_objects
+from mftrnn.schema import Device, OptimName, TrainConfig, to_objects
 from mftrnn.tasks import build_task
 from mftrnn.tracking import Tracker, write_json
 from mftrnn.train import (EVAL_NOISE_SEED, FAILED_NAME, SUMMARY_NAME, BatchSampler, Prepared, StopSignals, Stopped,
@@ -51,7 +51,7 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's j
 # (hidden 256, batch 128; docs/performance.md, Packed sweeps): hydra.launcher.pack=null (the default) uses it.
 # A scan pack that does not fit the device's memory is trained as smaller packs (`_runs_that_fit`).
 BEST_PACK = {"scan": {"lstm": 16, "gru": 16}, "blockdiag": {"lstm": 4, "gru": 8}}
-DEFAULT_MECHANISM = "scan"
+DEFAULT_MECHANISM = "auto"
 
 
 @dataclass
@@ -93,9 +93,18 @@ class PackedJobError(MftrnnError):
 
 # ----------------------------------------------------------------------------------- grouping
 def check_mechanism(mechanism: str) -> None:
-    """hydra.launcher.mechanism names a layout of mftrnn.packed.LAYOUTS, or a ConfigError says which."""
-    if mechanism not in LAYOUTS:
-        raise ConfigError(f"hydra.launcher.mechanism={mechanism} is not allowed: one of {', '.join(LAYOUTS)}")
+    """hydra.launcher.mechanism is auto or names a layout of mftrnn.packed.LAYOUTS, or a ConfigError says so."""
+    if mechanism != "auto" and mechanism not in LAYOUTS:
+        raise ConfigError(f"hydra.launcher.mechanism={mechanism} is not allowed: one of auto, {', '.join(LAYOUTS)}")
+
+
+def layout_for(mechanism: str, device_type: str) -> str:
+    """The layout that `mechanism` means on a device of this type: auto is the scan on CUDA, where its
+    CUDA graphs make it the fastest, and blockdiag elsewhere, where the scan's loop runs eager and
+    slower than nn.LSTM's (docs/performance.md, Packed sweeps)."""
+    if mechanism != "auto":
+        return mechanism
+    return "scan" if device_type == "cuda" else "blockdiag"
 
 
 def pack_key(conf: TrainConfig) -> Optional[tuple]:
@@ -125,7 +134,8 @@ def group(jobs: list[Job], pack: Optional[int], mechanism: str = DEFAULT_MECHANI
             packs.append(([i], True))
             continue
         bucket = buckets.setdefault(key, [])
-        size = pack if pack is not None else BEST_PACK[mechanism][key[3].value]
+        device = "cpu" if key[-2] is Device.cpu else ("cuda" if torch.cuda.is_available() else "cpu")
+        size = pack if pack is not None else BEST_PACK[layout_for(mechanism, device)][key[3].value]
         if not bucket or len(bucket[-1]) >= size:
             bucket.append([])
             packs.append((bucket[-1], False))
@@ -198,7 +208,7 @@ def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outc
             by_step.setdefault(prep.step, []).append(i)
         parts = []
         for step, members in sorted(by_step.items()):
-            fit = _runs_that_fit(preps[members[0]], mechanism)
+            fit = _runs_that_fit(preps[members[0]], layout_for(mechanism, preps[members[0]].device.type))
             n = -(-len(members) // fit)  # as few packs as fit, of sizes as even as possible (16: 8 + 8, not 14 + 2)
             cuts = [len(members) * j // n for j in range(n + 1)]
             if n > 1:
@@ -283,6 +293,7 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
     """Train runs that start at the same step, as one packed module of the layout `mechanism`, to the end."""
     k = len(preps)
     conf0, device = preps[0].conf, preps[0].device
+    mechanism = layout_for(mechanism, device.type)
     where = str(device) + (f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})"
                            if device.type == "cuda" and "CUDA_VISIBLE_DEVICES" in os.environ else "")
     # CPU holders of each run's standalone state: checkpoints are written from them
@@ -373,6 +384,7 @@ def _loop(preps, jobs, logs, packed: Pack, popt: PackedAdam, opts, splits, sampl
             window[r] = torch.tensor(p.window["sums"], device=device, dtype=torch.float64)
             window_steps = p.window["steps"]
             first_bad[r] = p.window["first_bad"]
+    warming = [r for r, p in enumerate(preps) if step < p.conf.optim.warmup_steps]  # runs still warming up
     zero_x = torch.zeros(T, B, n_in, device=device)
     zero_y = torch.zeros(B, dtype=torch.long, device=device)
     t_window = time.perf_counter()
@@ -434,6 +446,10 @@ def _loop(preps, jobs, logs, packed: Pack, popt: PackedAdam, opts, splits, sampl
                 bad = ~torch.isfinite(loss) | ~torch.isfinite(norms)
                 first_bad = torch.where((first_bad < 0) & bad & alive_dev, step, first_bad)
                 popt.frozen = (first_bad >= 0) | ~alive_dev  # from its first bad step a run does not move
+            for r in warming:
+                if alive[r]:
+                    popt.set_lr(r, preps[r].conf.optim.lr_at(step))
+            warming = [r for r in warming if step < preps[r].conf.optim.warmup_steps]
             popt.step()
             if caps is not None:
                 cap_candidate_per_run(packed, caps, frozen=popt.frozen)
@@ -468,7 +484,7 @@ def _loop(preps, jobs, logs, packed: Pack, popt: PackedAdam, opts, splits, sampl
                         continue
                     loss_sum, correct, count, gn_sum = sums[r]
                     record = {"train/loss": loss_sum / count, "train/acc": correct / count,
-                              "train/grad_norm": gn_sum / window_steps, "lr": preps[r].conf.optim.lr,
+                              "train/grad_norm": gn_sum / window_steps, "lr": preps[r].conf.optim.lr_at(step),
                               "steps_per_s": window_steps / dt, "epoch": samplers[r].epoch}
                     trackers[r].log(record, step)
                     if not math.isfinite(loss_sum) or bad_at[r] >= 0:

@@ -314,9 +314,17 @@ class OptimConfig:
     # After every optimizer step, the candidate's recurrent block (LSTM U_g, GRU U_n) of each layer is
     # scaled down to this spectral norm where it exceeds it; null: no bound (docs/theory.md §10.5)
     candidate_norm_cap: Optional[float] = None
+    # Linear learning-rate warm-up: step s (1-based) uses lr · min(1, s / warmup_steps); 0: none. Adam's
+    # first steps at the full rate can push a critical network's radius past 1 (docs/theory.md §10.6)
+    warmup_steps: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (1-based), with the warm-up."""
+        return self.lr * min(1.0, step / self.warmup_steps) if self.warmup_steps else self.lr
 
     def __post_init__(self) -> None:
         _positive("optim.lr", self.lr)
+        _require(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "an integer >= 0")
         if self.candidate_norm_cap is not None:
             _positive("optim.candidate_norm_cap", self.candidate_norm_cap)
         _non_negative("optim.weight_decay", self.weight_decay)

@@ -424,6 +424,9 @@ def _loop(conf: TrainConfig, conf_dict: dict, model: RNNClassifier, task: Sequen
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+            if step < conf.optim.warmup_steps:
+                for group in opt.param_groups:
+                    group["lr"] = conf.optim.lr_at(step + 1)
             opt.step()
             if conf.optim.candidate_norm_cap is not None:
                 cap_candidate_norm(model.rnn, conf.optim.candidate_norm_cap)

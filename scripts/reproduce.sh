@@ -5,7 +5,7 @@
 #   bash scripts/reproduce.sh full
 # Environment: REPRODUCE_ROOT (sweeps and reports; default outputs/reproduce/<scale>), REPRODUCE_FIGURES
 # (where the figures go; default <root>/figures), MFTRNN (the command; default mftrnn), REPRODUCE_PACKING
-# (hydra.launcher.mechanism: scan, the default, or blockdiag, which trained the committed quick run).
+# (hydra.launcher.mechanism: auto, the default, is scan on a GPU; blockdiag trained the committed quick run).
 # Re-running resumes: finished steps are skipped (markers under <root>/.done: delete it to run every
 # step again), interrupted sweeps continue, their finished runs skipped and the others resumed from
 # their checkpoints.
@@ -15,7 +15,7 @@ case $SCALE in smoke|quick|full) ;; *) echo "usage: $0 smoke|quick|full" >&2; ex
 ROOT=${REPRODUCE_ROOT:-outputs/reproduce/$SCALE}
 FIG=${REPRODUCE_FIGURES:-$ROOT/figures}
 M=${MFTRNN:-mftrnn}
-PACKING=${REPRODUCE_PACKING:-scan}
+PACKING=${REPRODUCE_PACKING:-auto}
 mkdir -p "$ROOT" "$FIG"
 t0=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }

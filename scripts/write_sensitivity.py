@@ -28,11 +28,11 @@ from hydra import compose, initialize_config_module
 
 
 def measure_run(cell: str, write: float, pad: int, checkpoints: list[int], hidden: int, extra: list[str],
-                lr: float = 1e-3) -> dict:
+                lr: float = 1e-3, warmup: int = 0) -> dict:
     from mftrnn.data import load_splits
     from mftrnn.diagnose import jacobian_gains, pairs_of_examples, zero_state_radius
     from mftrnn.diagnose_app import build_model
-    from mftrnn.schema import to_objects
+    from mftrnn.schema import OptimConfig, OptimName, to_objects
     from mftrnn.tasks import build_task
 
     overrides = [f"cell={cell}", "init=critical", f"init.write={write}", f"task.pad={pad}",
@@ -54,6 +54,7 @@ def measure_run(cell: str, write: float, pad: int, checkpoints: list[int], hidde
                 "radius_at_zero": float(zero_state_radius(rnn))}
 
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    rate = OptimConfig(name=OptimName.adam, lr=lr, warmup_steps=warmup).lr_at  # mftrnn train's warm-up
     gen = torch.Generator().manual_seed(0)
     rows, done = [probe(0)], 0
     for target in checkpoints:
@@ -64,12 +65,14 @@ def measure_run(cell: str, write: float, pad: int, checkpoints: list[int], hidde
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.param_groups[0]["lr"] = rate(done + 1)
             opt.step()
             done += 1
         rows.append(probe(done))
-        print(f"{cell} W={write} lr={lr:g}: step {done}: gain {rows[-1]['log10_gain']:+.2f} "
+        print(f"{cell} W={write} lr={lr:g} warm-up {warmup}: step {done}: gain {rows[-1]['log10_gain']:+.2f} "
               f"± {rows[-1]['log10_gain_std']:.2f}, radius {rows[-1]['radius_at_zero']:.5f}", flush=True)
-    return {"cell": cell, "write": write, "pad": pad, "hidden": hidden, "lr": lr, "overrides": overrides,
+    return {"cell": cell, "write": write, "pad": pad, "hidden": hidden, "lr": lr, "warmup_steps": warmup,
+            "overrides": overrides,
             "phase": (info or {}).get("phase"), "steps": rows}
 
 
@@ -81,6 +84,7 @@ def main() -> None:
     ap.add_argument("--steps", default="1,2,5,10", help="the Adam steps after which to measure")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (mftrnn train's default)")
+    ap.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (optim.warmup_steps)")
     ap.add_argument("--json", default=None)
     ap.add_argument("extra", nargs="*", help="more overrides (e.g. init.isometry=gain)")
     args = ap.parse_args()
@@ -88,7 +92,7 @@ def main() -> None:
     for w in [float(v) for v in args.writes.split(",")]:
         t0 = time.perf_counter()
         out.append(measure_run(args.cell, w, args.pad, [int(s) for s in args.steps.split(",")], args.hidden, args.extra,
-                               args.lr))
+                               args.lr, args.warmup))
         print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     print("| write W | " + " | ".join(f"gain after {r['step']}" for r in out[0]["steps"]) + " |")
     print("| ---: | " + " | ".join("---:" for _ in out[0]["steps"]) + " |")

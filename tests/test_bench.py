@@ -15,12 +15,12 @@ def test_bench_reports_both_loops(tmp_path, data_root):
 
 
 def test_bench_packed_reports_runs_per_hour_of_each_layout(tmp_path, data_root):
-    for layout in ("scan", "blockdiag"):
+    for layout in ("scan", "blockdiag", "auto"):
         out = tmp_path / f"{layout}.json"
         main(["--steps", "4", "--warmup", "2", "--rounds", "1", "--pad", "4", "--hidden", "8", "--batch", "16",
               "--device", "cpu", "--packed", "1,2", "--mechanism", layout, "--out", str(out), "data.limit=64"])
         res = json.loads(out.read_text())
-        assert res["mechanism"] == layout and res["packs"] == [1, 2]
+        assert res["mechanism"] == layout and res["packs"] == [1, 2]  # auto: blockdiag here (the CPU)
         r = res["rounds"][0]
         assert res["runs_per_hour_ratio"]["2"] == 2 * r["2"] / r["alone"]
         # run 0 of a pack is the run alone (seed 0): on the CPU it ends with the same loss

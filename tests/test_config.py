@@ -45,6 +45,7 @@ def test_gate_overrides_reach_the_objects():
     ("task.pad=-1", "task.pad"), ("optim.lr=0", "optim.lr"), ("optim.lr=-1e-3", "optim.lr"),
     ("model.hidden=0", "model.hidden"), ("model.layers=0", "model.layers"), ("train.batch_size=0", "train.batch_size"),
     ("optim.clip=0", "optim.clip"), ("data.val_size=0", "data.val_size"), ("data.limit=0", "data.limit"),
+    ("optim.warmup_steps=-1", "optim.warmup_steps"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -14,8 +14,9 @@ from mftrnn.train import KILL_ENV, SIGNAL_ENV
 
 # 8 LSTM runs, in two packs of 4: two inits, two learning rates, two seeds in each pack; noise padding, so
 # each run's padding comes from its own generator
-SWEEP = [*TINY, "task.pad_value=noise", "train.steps=16", "optim.lr=0.001,0.01", "init=standard,critical", "seed=0,1"]
-PACKED = ["hydra/launcher=packed", "hydra.launcher.pack=4"]  # the default layout, scan
+SWEEP = [*TINY, "task.pad_value=noise", "train.steps=16", "optim.lr=0.001,0.01", "init=standard,critical", "seed=0,1",
+         "optim.warmup_steps=12"]  # a warm-up that the kill (step 10) and the signal (step 6) below interrupt
+PACKED = ["hydra/launcher=packed", "hydra.launcher.pack=4", "hydra.launcher.mechanism=scan"]  # auto: blockdiag on CPU
 FILES = {"init.pt", "metrics.jsonl", "summary.json", "ckpt_last.pt", "ckpt_prev.pt", "train.log", ".hydra"}
 
 
@@ -36,7 +37,8 @@ def sweeps(tmp_path_factory, data_root):
     assert alone.returncode == 0, alone.stderr[-2000:]
     packed = run_cli("train", "-m", *SWEEP, *PACKED, f"hydra.sweep.dir={root / 'packed'}")
     assert packed.returncode == 0, packed.stderr[-2000:]
-    blockdiag = run_cli("train", "-m", *SWEEP, *PACKED, "hydra.launcher.mechanism=blockdiag",
+    # the default, hydra.launcher.mechanism=auto, packs block-diagonally on the CPU
+    blockdiag = run_cli("train", "-m", *SWEEP, "hydra/launcher=packed", "hydra.launcher.pack=4",
                         f"hydra.sweep.dir={root / 'blockdiag'}")
     assert blockdiag.returncode == 0, blockdiag.stderr[-2000:]
     return root, {"packed": packed, "blockdiag": blockdiag}
@@ -185,7 +187,7 @@ def test_a_bad_launcher_setting_is_refused_before_any_run(tmp_path, data_root):
     res = run_cli("train", "-m", *TINY, "seed=0,1", "hydra/launcher=packed", "hydra.launcher.mechanism=cudnn",
                   f"hydra.sweep.dir={tmp_path}")
     assert res.returncode != 0
-    assert "hydra.launcher.mechanism=cudnn is not allowed: one of scan, blockdiag" in res.stderr
+    assert "hydra.launcher.mechanism=cudnn is not allowed: one of auto, scan, blockdiag" in res.stderr
     assert not runs(tmp_path)
 
 
@@ -207,7 +209,7 @@ def test_runs_that_do_not_fit_together_train_as_smaller_packs(tmp_path, data_roo
         cfg = compose_train([*TINY, f"seed={seed}", f"data.root={data_root}"])
         jobs.append(packed_train.Job(cfg, run_dir, run_dir / "train.log", label=f"#{seed}"))
     with caplog.at_level(logging.INFO):
-        outcomes = packed_train.train_pack(jobs)
+        outcomes = packed_train.train_pack(jobs, "scan")
     assert "3 runs do not fit the GPU's free memory together (at most 2): trained as 2 packs of 1 + 2" in caplog.text
     assert all(o.kind is None and o.summary["steps"] == 12 for o in outcomes)
     logs = [(job.run_dir / "train.log").read_text() for job in jobs]

@@ -124,3 +124,21 @@ def test_candidate_norm_cap_bounds_the_trained_block(tmp_path, data_root):
         assert candidate_norm(free, cell) > 0.95
         assert candidate_norm(capped, cell) <= 0.9 + 1e-5
         assert read(capped / "summary.json")["config"]["optim"]["candidate_norm_cap"] == 0.9
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_holds_it(tmp_path, data_root):
+    """optim.warmup_steps: step s uses lr · s / warmup until the warm-up ends; the logged rate is the last
+    step's, and the weights move less than without it."""
+    cold, warm = tmp_path / "cold", tmp_path / "warm"
+    train(compose_train([*TINY, "optim.lr=0.01", f"hydra.run.dir={cold}"]), cold)
+    train(compose_train([*TINY, "optim.lr=0.01", "optim.warmup_steps=8", f"hydra.run.dir={warm}"]), warm)
+    logged = {r["step"]: r["lr"] for r in map(json.loads, (warm / "metrics.jsonl").read_text().splitlines())
+              if "lr" in r}
+    assert logged == {4: 0.005, 8: 0.01, 12: 0.01}  # TINY logs every 4 of 12 steps
+
+    def moved(run_dir: Path) -> float:
+        init = torch.load(run_dir / "init.pt")
+        last = torch.load(run_dir / "ckpt_last.pt", weights_only=False)["model"]
+        return sum(float((last[k] - v).abs().sum()) for k, v in init.items())
+
+    assert moved(warm) < moved(cold)

@@ -36,15 +36,16 @@ class PackedLauncherConf:
     # GPUs to spread packs over, one worker process each; null: every visible GPU; 0 or 1: this process
     gpus: Optional[int] = None
     # how a pack computes its runs (mftrnn.packed.LAYOUTS): scan (one batched loop over time, CUDA-graphed
-    # on a GPU) or blockdiag (one cuDNN module of hidden K x H); docs/performance.md measures both
-    mechanism: str = "scan"
+    # on a GPU) or blockdiag (one cuDNN module of hidden K x H); auto: scan on a GPU, blockdiag on the CPU;
+    # docs/performance.md measures both
+    mechanism: str = "auto"
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="packed", node=PackedLauncherConf, provider="mftrnn")
 
 
 class PackedLauncher(Launcher):
-    def __init__(self, pack: Optional[int] = None, gpus: Optional[int] = None, mechanism: str = "scan") -> None:
+    def __init__(self, pack: Optional[int] = None, gpus: Optional[int] = None, mechanism: str = "auto") -> None:
         from mftrnn.errors import ConfigError
         from mftrnn.packed_train import check_mechanism
 
