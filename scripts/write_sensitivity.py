@@ -8,12 +8,14 @@ starts: the gain across the padding is about 0.434 · W · (ρ − 1)/(1 − f) 
 ρ, so a change δ of the recurrent block's scale moves it by about 0.434 · W · δ decades; Adam's first
 steps have a fixed size (the learning rate per entry) whatever W is. This script measures it: the real
 network as `mftrnn train` builds it (seed 0, hidden 256, padded MNIST), trained on the CPU by Adam
-(lr 1e-3 unless --lr, gradient clip 1, batch 128, real batches; not the same order as the
+(lr 1e-3 unless --lr, warm-up as optim.warmup_steps with --warmup, gradient clip 1, batch 128, real
+batches; not the same order as the
 trainer's), and after 0, 1, 2, 5 and 10 steps the mean
 log10 gain across the padding (`mftrnn diagnose`'s measure, 8 pairs of test digits) and the spectral
 radius at the zero state.
 
     python scripts/write_sensitivity.py --cell gru --writes 30,60,90,120 --pad 1000 --json docs/data/write_sensitivity.json
+    python scripts/write_sensitivity.py --cell gru --writes 90 --pad 1000 --steps 10,50,100,150 --warmup 100
 """
 from __future__ import annotations
 
