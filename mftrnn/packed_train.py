@@ -215,6 +215,7 @@ def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outc
                 log.info("%d runs do not fit the GPU's free memory together (at most %d): trained as %d packs of %s",
                          len(members), fit, n, " + ".join(str(b - a) for a, b in zip(cuts, cuts[1:])))
             parts += [members[a:b] for a, b in zip(cuts, cuts[1:])]
+        tf32 = torch.backends.cuda.matmul.allow_tf32  # a scan pack sets it; runs after the pack get it back
         for members in parts:
             try:
                 results = _train_members([preps[i] for i in members], [jobs[i] for i in members],
@@ -224,6 +225,8 @@ def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outc
             except Exception as exc:  # noqa: BLE001 - the pack's failure is each of its runs' failure
                 log.exception("pack failed")
                 results = [_fail(jobs[i], exc) for i in members]
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = tf32
             for i, res in zip(members, results):
                 outcomes[i] = res
             if torch.cuda.is_available():
