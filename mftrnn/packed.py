@@ -1,12 +1,12 @@
 """Several runs' networks trained as one module, in one of two layouts (`LAYOUTS`).
 
-**scan** (`ScanPackedRNN`, the default): every parameter is K runs' standalone tensors stacked on a
+**scan** (`ScanPackedRNN`, the default on a GPU): every parameter is K runs' standalone tensors stacked on a
 leading run axis, and one loop over time (mftrnn/scan.py) advances all K runs at once, each step one
 batched matmul (torch.baddbmm) of each run's state by its own recurrent block. The work grows as K;
 the loop's kernels are many and small, so on CUDA the training forward and backward are captured as
 CUDA graphs with the cell's pointwise step fused by torch.compile (`capture_training`).
 
-**blockdiag** (`PackedRNN`): one cuDNN nn.LSTM / nn.GRU of hidden K·H. In every gate block (PyTorch
+**blockdiag** (`PackedRNN`, the default on the CPU): one cuDNN nn.LSTM / nn.GRU of hidden K·H. In every gate block (PyTorch
 stacks the gates, mftrnn/cells.py), run k owns units k·H .. (k+1)·H − 1, its recurrent weights are
 the diagonal block (k, k) of each weight_hh, its input weights the block (k, k) of weight_ih against
 the packed input (T, B, K·n_in). The off-block entries start at zero and their gradients are set to

@@ -38,7 +38,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from mftrnn.errors import ConfigError, MftrnnError
 from mftrnn.packed import (LAYOUTS, PackedAdam, Pack, cap_candidate_per_run, capture_training, clip_per_run, guard_params,
                            runs_that_fit)
-from mftrnn.schema import Device, OptimName, TrainConfig, to_objects
+from mftrnn.schema import OptimName, TrainConfig, to_objects
+from mftrnn.seeding import pick_device
 from mftrnn.tasks import build_task
 from mftrnn.tracking import Tracker, write_json
 from mftrnn.train import (EVAL_NOISE_SEED, FAILED_NAME, SUMMARY_NAME, BatchSampler, Prepared, StopSignals, Stopped,
@@ -127,14 +128,14 @@ def group(jobs: list[Job], pack: Optional[int], mechanism: str = DEFAULT_MECHANI
     packs: list[tuple[list[int], bool]] = []
     for i, job in enumerate(jobs):
         try:
-            key = pack_key(to_objects(job.cfg))
+            conf = to_objects(job.cfg)
+            key, device = pack_key(conf), pick_device(conf.device).type
         except MftrnnError:
             key = None
         if key is None:
             packs.append(([i], True))
             continue
         bucket = buckets.setdefault(key, [])
-        device = "cpu" if key[-2] is Device.cpu else ("cuda" if torch.cuda.is_available() else "cpu")
         size = pack if pack is not None else BEST_PACK[layout_for(mechanism, device)][key[3].value]
         if not bucket or len(bucket[-1]) >= size:
             bucket.append([])
@@ -182,8 +183,8 @@ class _Prefixed(logging.LoggerAdapter):
 
 
 def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outcome]:
-    """Train the jobs (which share `pack_key`) as one pack in the layout `mechanism` (mftrnn.packed.LAYOUTS);
-    one Outcome per job. Runs already complete
+    """Train the jobs (which share `pack_key`) as one pack in the layout `mechanism` names on their device
+    (`layout_for`); one Outcome per job. Runs already complete
     return their summary; runs that resume from different steps train as separate packs, one after the
     other. A Stopped (interrupt) propagates, after every run of the pack has checkpointed."""
     logs = _RunLogs(jobs)
@@ -206,20 +207,26 @@ def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outc
         by_step: dict[int, list[int]] = {}
         for i, prep in preps.items():
             by_step.setdefault(prep.step, []).append(i)
-        parts = []
+        parts = []  # (members, layout) of each pack to train
         for step, members in sorted(by_step.items()):
-            fit = _runs_that_fit(preps[members[0]], layout_for(mechanism, preps[members[0]].device.type))
+            layout = layout_for(mechanism, preps[members[0]].device.type)
+            fit = _runs_that_fit(preps[members[0]], layout)
             n = -(-len(members) // fit)  # as few packs as fit, of sizes as even as possible (16: 8 + 8, not 14 + 2)
             cuts = [len(members) * j // n for j in range(n + 1)]
             if n > 1:
                 log.info("%d runs do not fit the GPU's free memory together (at most %d): trained as %d packs of %s",
                          len(members), fit, n, " + ".join(str(b - a) for a, b in zip(cuts, cuts[1:])))
-            parts += [members[a:b] for a, b in zip(cuts, cuts[1:])]
-        tf32 = torch.backends.cuda.matmul.allow_tf32  # a scan pack sets it; runs after the pack get it back
-        for members in parts:
+            parts += [(members[a:b], layout) for a, b in zip(cuts, cuts[1:])]
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        for members, layout in parts:
+            if layout == "scan" and preps[members[0]].device.type == "cuda":
+                # the scan's matmuls at the precision cuDNN's RNNs use (TF32 unless
+                # torch.backends.cudnn.allow_tf32 is off), so a packed run computes as the same run alone does;
+                # restored below for whatever this process trains after the pack
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
             try:
                 results = _train_members([preps[i] for i in members], [jobs[i] for i in members],
-                                         [logs.loggers[i] for i in members], mechanism)
+                                         [logs.loggers[i] for i in members], layout)
             except Stopped:
                 raise
             except Exception as exc:  # noqa: BLE001 - the pack's failure is each of its runs' failure
@@ -239,10 +246,10 @@ def train_pack(jobs: list[Job], mechanism: str = DEFAULT_MECHANISM) -> list[Outc
     return [o if o is not None else Outcome(kind="RuntimeError", message="not run", exit_code=1) for o in outcomes]
 
 
-def _runs_that_fit(prep: Prepared, mechanism: str) -> int:
-    """How many runs shaped as `prep` one pack of the layout `mechanism` may hold on its device: for the
-    scan on CUDA, `mftrnn.packed.runs_that_fit` of the device's free memory; otherwise no limit."""
-    if mechanism != "scan" or prep.device.type != "cuda":
+def _runs_that_fit(prep: Prepared, layout: str) -> int:
+    """How many runs shaped as `prep` one pack of `layout` may hold on its device: for the scan on CUDA,
+    `mftrnn.packed.runs_that_fit` of the device's free memory; otherwise no limit."""
+    if layout != "scan" or prep.device.type != "cuda":
         return 1 << 30
     c = prep.conf
     return runs_that_fit(prep.task.seq_len, c.train.batch_size, c.model.hidden, c.model.layers,
@@ -291,12 +298,11 @@ def evaluate_pack(packed: Pack, preps: list[Prepared], data: list[Optional[tuple
     return out
 
 
-def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Logger],
-                   mechanism: str = DEFAULT_MECHANISM) -> list[Outcome]:
-    """Train runs that start at the same step, as one packed module of the layout `mechanism`, to the end."""
+def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Logger], layout: str) -> list[Outcome]:
+    """Train runs that start at the same step, as one packed module of `layout` (mftrnn.packed.LAYOUTS), to
+    the end."""
     k = len(preps)
     conf0, device = preps[0].conf, preps[0].device
-    mechanism = layout_for(mechanism, device.type)
     where = str(device) + (f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']})"
                            if device.type == "cuda" and "CUDA_VISIBLE_DEVICES" in os.environ else "")
     # CPU holders of each run's standalone state: checkpoints are written from them
@@ -306,13 +312,9 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
         if p.state is not None:
             p.model.load_state_dict(p.state["model"])
             opt.load_state_dict(p.state["optimizer"])
-    if mechanism == "scan" and device.type == "cuda":
-        # the scan's matmuls at the precision cuDNN's RNNs use (TF32 unless torch.backends.cudnn.allow_tf32
-        # is off), so a packed run computes as the same run alone does
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    packed = LAYOUTS[mechanism]([p.model for p in preps]).to(device)
+    packed = LAYOUTS[layout]([p.model for p in preps]).to(device)
     popt = PackedAdam(packed, [p.conf.optim.lr for p in preps], weight_decay=conf0.optim.weight_decay)
     step = preps[0].step
     if step > 0:  # Adam's moments of every run into the packed optimizer
@@ -328,7 +330,7 @@ def _train_members(preps: list[Prepared], jobs: list[Job], logs: list[logging.Lo
     del sample
     for lg in logs:
         lg.info("packed with %d run(s) in one %s module (%s layout, %s, hidden %d each) on %s", k,
-                conf0.cell.kind.value, mechanism, how, conf0.model.hidden, where)
+                conf0.cell.kind.value, layout, how, conf0.model.hidden, where)
     on_device: dict = {}
     splits = []
     for p in preps:  # one copy on the device per distinct data
