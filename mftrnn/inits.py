@@ -170,7 +170,7 @@ def task_shape(task, splits, init: InitConfig) -> TaskShape:
 
 def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
     """The critical solver's input for this cell, init config and task (docs/theory.md §10.1)."""
-    from mftrnn.theory.critical import CriticalSpec, resolve_isometry
+    from mftrnn.theory.critical import CriticalSpec, default_gate_nu, resolve_isometry
 
     if task.R_op is None:
         raise ConfigError("init=critical needs the task's input statistics (TaskShape.R_op); "
@@ -180,7 +180,7 @@ def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
     return CriticalSpec(cell=cell, steps=steps, content_steps=min(content, steps), R_op=float(task.R_op),
                         criterion=cfg.criterion.value, log10_gain=cfg.log10_gain,
                         orthogonal=cfg.recurrent is Recurrent.orthogonal, gate_sigma=cfg.gate_sigma,
-                        gate_nu=cfg.gate_nu, candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias,
+                        gate_nu=cfg.gate_nu if cfg.gate_nu is not None else default_gate_nu(float(task.R_op)), candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias,
                         isometry=resolve_isometry(cell, cfg.isometry.value, cfg.criterion.value,
                                                   cfg.recurrent is Recurrent.orthogonal),
                         write=cfg.write, log10_min_gain=cfg.log10_min_gain)

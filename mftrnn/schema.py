@@ -264,8 +264,10 @@ class CriticalInitConfig(InitConfig):
     log10_gain: float = -0.5  # eq. (T35): log10 rms gain of the tied T-step product (< 0)
     t: Optional[int] = None  # the steps to span; null: the task's sequence length
     recurrent: Recurrent = Recurrent.orthogonal
-    gate_sigma: float = 0.0  # recurrent scale of the gates (near-deterministic gates)
-    gate_nu: float = 0.1  # input scale of the gates
+    gate_sigma: float = 0.0  # recurrent scale of the gates (0: gates deterministic at the operating point)
+    # input scale of the gates; null: 10 where the task's long stretch is zero padding, else 0.1 (input-
+    # driven gates under zero padding leave the operating point alone, docs/theory.md §10.7)
+    gate_nu: Optional[float] = None
     candidate_nu: float = 1.0  # input scale of the candidate g / n
     open_bias: float = 3.0  # LSTM output gate, GRU reset gate
     isometry: Isometry = Isometry.auto  # docs/theory.md §10.2 (gain) and §10.6 (phase)
@@ -278,7 +280,8 @@ class CriticalInitConfig(InitConfig):
         if self.t is not None:
             _require(self.t >= 1, "init.t", self.t, "null or an integer >= 1")
         for key in ("gate_sigma", "gate_nu", "candidate_nu"):
-            _non_negative(f"init.{key}", getattr(self, key))
+            if getattr(self, key) is not None:
+                _non_negative(f"init.{key}", getattr(self, key))
         _require(math.isfinite(self.open_bias), "init.open_bias", self.open_bias, "finite")
         _require(math.isfinite(self.write) and self.write > 0, "init.write", self.write, "> 0")
         _require(math.isfinite(self.log10_min_gain) and self.log10_min_gain < 0, "init.log10_min_gain",

@@ -1,9 +1,10 @@
 """The critical initialization: meanfield hyperparameters solved from the theory (docs/theory.md §10).
 
 The family (which hyperparameters are free, which are fixed, and why, is in docs/theory.md §10.1):
-orthogonal recurrent weights (or Gaussian), no bias spread (rho = 0), near-deterministic gates
-(recurrent scale `gate_sigma`, input scale `gate_nu`), the candidate's input scale `candidate_nu`,
-the LSTM's output gate (GRU: reset gate) open at bias `open_bias`, and two solved numbers:
+orthogonal recurrent weights (or Gaussian), no bias spread (rho = 0), gates deterministic at the
+operating point (recurrent scale `gate_sigma`; input scale `gate_nu`, large under zero padding,
+where it leaves the operating point alone: `default_gate_nu`), the candidate's input scale
+`candidate_nu`, the LSTM's output gate (GRU: reset gate) open at bias `open_bias`, and two solved numbers:
 
 * the keep gate f = sigma(b_keep) (LSTM f, GRU z) from the isometry condition over the task's T
   steps, eq. (T35): the rms gain of the tied critical product over T steps equals 10^log10_gain
@@ -46,6 +47,19 @@ ISOMETRIES = ("gain", "phase")
 # init.isometry=auto, measured on padded MNIST (docs/theory.md §10.6, docs/results.md): the phase-limited
 # GRU (write 30) learns 1.6-2x faster than the Haar one at pad 1000 and 5000; the LSTM does not gain from it
 DEFAULT_ISOMETRY = {"lstm": "gain", "gru": "phase"}
+# init.gate_nu=null, measured on padded MNIST (docs/theory.md §10.7, docs/results.md): where the long stretch is
+# zero input (R_op = 0) the gates' input weights do not touch the operating point, and input-driven gates
+# (nu = 10) reach 90 % at pad 1000 in 2-10x fewer steps than nu = 0.1; elsewhere they would move it, and nu stays small
+GATE_NU_DRIVEN = 10.0
+GATE_NU_QUIET = 0.1
+
+
+def default_gate_nu(R_op: float) -> float:
+    """The gates' input scale of init=critical when none is given (docs/theory.md §10.7): GATE_NU_DRIVEN
+    when the operating point has no input (zero padding, R_op = 0), GATE_NU_QUIET otherwise."""
+    return GATE_NU_DRIVEN if R_op == 0 else GATE_NU_QUIET
+
+
 # the init=critical settings each family leaves unused (a run's label should not show them)
 UNUSED_BY = {"gain": ("write", "log10_min_gain"), "phase": ("log10_gain",)}
 
