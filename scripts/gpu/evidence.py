@@ -3,7 +3,8 @@
 On the GPU machine, after `source scripts/device_setup.sh`:
     python3 scripts/gpu/evidence.py PLAN OUT_DIR [--seed S] [--inits critical] [--set init.log10_gain=-0.42 --tag _g042]
 PLAN: pad1000 (critical and chrono, LSTM and GRU, 4,000 steps), standard1000 (standard, 4,000 steps),
-pad5000 (critical and chrono, 1,000 steps). Padded MNIST, rows, hidden 256, batch 128, Adam 1e-3,
+pad5000 (critical and chrono, 1,000 steps), trained1000 (critical, 1,000 steps: the weights after 200 and
+1,000 for diagnose). Padded MNIST, rows, hidden 256, batch 128, Adam 1e-3,
 clip 1 (the defaults of `mftrnn train`). Critical runs stop at 200 and 1,000 steps on the way (the run
 resumes exactly from its checkpoint), so that the model weights at those steps are kept for
 `mftrnn diagnose ckpt=...`. Each finished run leaves OUT_DIR/<plan>.tgz with its metrics.jsonl,
@@ -31,6 +32,7 @@ PLANS = {
     "pad1000": {"pad": 1000, "steps": 4000, "eval_every": 200, "inits": ["critical", "chrono"]},
     "standard1000": {"pad": 1000, "steps": 4000, "eval_every": 200, "inits": ["standard"]},
     "pad5000": {"pad": 5000, "steps": 1000, "eval_every": 250, "inits": ["critical", "chrono"]},
+    "trained1000": {"pad": 1000, "steps": 1000, "eval_every": 200, "inits": ["critical"]},
     "smoke": {"pad": 10, "steps": 1010, "eval_every": 500, "inits": ["critical"]},
 }
 KEEP_AT = (200, 1000)
