@@ -177,10 +177,11 @@ def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
                           "`mftrnn train` and `mftrnn diagnose` provide them")
     steps = cfg.t if cfg.t is not None else task.seq_len
     content = task.content_steps if task.content_steps is not None else task.seq_len
+    gate_nu = cfg.gate_nu if cfg.gate_nu is not None else default_gate_nu(float(task.R_op))  # §10.7
     return CriticalSpec(cell=cell, steps=steps, content_steps=min(content, steps), R_op=float(task.R_op),
                         criterion=cfg.criterion.value, log10_gain=cfg.log10_gain,
                         orthogonal=cfg.recurrent is Recurrent.orthogonal, gate_sigma=cfg.gate_sigma,
-                        gate_nu=cfg.gate_nu if cfg.gate_nu is not None else default_gate_nu(float(task.R_op)), candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias,
+                        gate_nu=gate_nu, candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias,
                         isometry=resolve_isometry(cell, cfg.isometry.value, cfg.criterion.value,
                                                   cfg.recurrent is Recurrent.orthogonal),
                         write=cfg.write, log10_min_gain=cfg.log10_min_gain)

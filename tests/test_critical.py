@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train, run_cli
+from mftrnn.errors import ConfigError
 from mftrnn.inits import (TaskShape, critical_spec, gate_block, initialize, layer_params, phase_limited_orthogonal_,
                           solve_critical)
-from mftrnn.errors import ConfigError
 from mftrnn.models import GATES, RNNClassifier
 from mftrnn.schema import CellKind, ModelConfig, to_objects
 from mftrnn.theory import closed, critical

@@ -47,9 +47,10 @@ ISOMETRIES = ("gain", "phase")
 # init.isometry=auto, measured on padded MNIST (docs/theory.md §10.6, docs/results.md): the phase-limited
 # GRU (write 30) learns 1.6-2x faster than the Haar one at pad 1000 and 5000; the LSTM does not gain from it
 DEFAULT_ISOMETRY = {"lstm": "gain", "gru": "phase"}
-# init.gate_nu=null, measured on padded MNIST (docs/theory.md §10.7, docs/results.md): where the long stretch is
-# zero input (R_op = 0) the gates' input weights do not touch the operating point, and input-driven gates
-# (nu = 10) reach 90 % at pad 1000 in 2-10x fewer steps than nu = 0.1; elsewhere they would move it, and nu stays small
+# init.gate_nu=null, measured on padded MNIST (docs/theory.md §10.7, docs/results.md): where the long stretch
+# is zero input (R_op = 0) the gates' input weights do not touch the operating point, and input-driven gates
+# (nu = 10) reach 90 % at pad 1000 in 2-10x fewer steps than nu = 0.1; where the inputs drive the operating
+# point they would move it, and nu stays small
 GATE_NU_DRIVEN = 10.0
 GATE_NU_QUIET = 0.1
 
