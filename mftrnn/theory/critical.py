@@ -77,7 +77,7 @@ class CriticalSpec:
     log10_gain: float = -0.5  # eq. (T35): log10 of the rms gain of the tied T-step product at the solution
     orthogonal: bool = True
     gate_sigma: float = 0.0  # recurrent scale of the gates (i, f, o / r, z)
-    gate_nu: float = 0.1  # input scale of the gates
+    gate_nu: float = GATE_NU_QUIET  # input scale of the gates (init=critical resolves null by `default_gate_nu`)
     candidate_nu: float = 1.0  # input scale of the candidate (g / n)
     open_bias: float = 3.0  # bias of the LSTM's output gate, the GRU's reset gate (sigma(3) = 0.953)
     isometry: str = "gain"  # gain: Haar angles, keep from eq. (T35); phase: write given, angle limit from eq. (T37)
