@@ -176,6 +176,94 @@ def untie_inputs(x: Tensor) -> Tensor:
     return out
 
 
+def self_coupling(hp: Hyper) -> float:
+    """a = E cos(theta) of the recurrent weights' eigen-angles: 0 for Gaussian and Haar-orthogonal weights,
+    sin(phase) / phase for phase-limited ones (eigen-angles uniform on |theta| < phase, docs/theory.md §10.6).
+    The write theory models such a matrix as O = a I + sqrt(1 - a^2) G, G a tied Gaussian field (eq. (T39))."""
+    if not (hp.orthogonal and hp.phase_limited):
+        return 0.0
+    return math.sin(hp.phase) / hp.phase if hp.phase > 0 else 1.0
+
+
+def states(hp: Hyper, features: Tensor, population: int = 20_000, seed: int = 0,
+           device: Optional[Union[str, torch.device]] = None, tied: bool = True, coupling: float = 0.0,
+           burn_in: int = 0):
+    """The tied (or untied) population of eqs. (T25)-(T28) advanced through features (S, T, d) from the
+    zero state: yields, after each step t = 1..T, (h, s) of shape (B, S, P) for every grid point B,
+    sequence S and unit P (s: the LSTM's cell state; the GRU's h again). `trajectory` reports its
+    two-sequence statistics; mftrnn.theory.write those of many pairs. The draws depend only on seed,
+    cell, population, S, T, d and the device.
+
+    coupling = a in [0, 1): each recurrent field is sigma_k (a v_i + sqrt(1 - a^2) (L_v eps_k)_i), the
+    unit's own input v_i plus a tied Gaussian field (eq. (T39), phase-limited weights; a = 0: eq. (T28)).
+    burn_in: the first burn_in steps draw fresh recurrent fields (no history, as untied weights) while the
+    input fields stay tied (the units' own input weights), and the tied kernel starts after them: the cost
+    of a long sequence's first steps is O(P) each instead of growing with the history (eq. (T41))."""
+    if population < 2:
+        raise ValueError(f"population={population} is not allowed: need at least 2 units")
+    if not 0.0 <= coupling < 1.0:
+        raise ValueError(f"coupling={coupling} is not allowed: the self-coupling must be in [0, 1)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    x = _check_features(features, device)  # (S, T, d)
+    if not tied:
+        x = untie_inputs(x)
+    n_seq, steps, d = x.shape
+    if not 0 <= burn_in < steps:
+        raise ValueError(f"burn_in={burn_in} is not allowed: need 0 <= burn_in < {steps} steps")
+    p, shape = _batch(hp, device)
+    names, groups = GATES[hp.cell], recurrent_groups(hp.cell)
+    n_b, n_idx, pop, lstm = int(np.prod(shape)), n_seq * (steps - burn_in), population, hp.cell == "lstm"
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def normal(*size: int) -> Tensor:
+        return torch.randn(size, generator=gen, device=device, dtype=F64)
+
+    bias = hp.sample_biases(pop, gen, device, batch=p)  # (B, 1, P) per gate; bias laws too, eq. (T31)
+    eps_in = normal(d, len(names), pop)  # (d, G, P) the units' input weights, shared by the batch
+    kernels = {v: Kernel(n_b, n_idx, normal(n_idx, len(gs), pop), tied) for v, gs in groups.items()}
+    fresh = {v: Kernel(n_b, n_seq, normal(n_seq, len(gs), pop), tied=False) for v, gs in groups.items()}
+    # Columns of the features used at each step (scenario features are sparse): one host read, here.
+    used = (x != 0).any(0).cpu().numpy()  # (T, d)
+    cols = [(int(c[0]), int(c[-1]) + 1) if c.size else (0, 0) for c in map(np.flatnonzero, used)]
+    spread = math.sqrt(1.0 - coupling ** 2)
+
+    def pre(k: str, inp: Tensor, rec_k: Tensor) -> Tensor:
+        """Pre-activation of gate k, eq. (T28): bias + input field + recurrent field, (B, S, P)."""
+        return bias[k] + p[k]["nu"] * inp[:, names.index(k)] + rec_k
+
+    def field(k: str, own: Tensor, gaussian: Tensor) -> Tensor:
+        """sigma_k (a own + sqrt(1 - a^2) gaussian): eq. (T28), with the self-coupling of eq. (T39)."""
+        return p[k]["sigma"] * (coupling * own + spread * gaussian if coupling else gaussian)
+
+    h = torch.zeros(n_b, n_seq, pop, dtype=F64, device=device)  # (B, S, P)
+    s = torch.zeros_like(h)  # (B, S, P) LSTM cell state
+    for t in range(steps):
+        n0 = max(t - burn_in, 0) * n_seq
+        lo, hi = cols[t]
+        inp = x[:, t, lo:hi] @ eps_in[lo:hi].reshape(hi - lo, len(names) * pop)  # (S, G P)
+        inp = inp.view(n_seq, len(names), pop)  # (S, G, P) input fields before the nu_k, eq. (T26)
+        if t < burn_in:  # fresh recurrent fields: a new standard normal draw for every step
+            for v, gs in groups.items():
+                fresh[v].eps = normal(n_seq, len(gs), pop)
+        active = fresh if t < burn_in else kernels
+        fh = active["h"].fields(h, 0 if t < burn_in else n0)  # (B, S, G_h, P)
+        rec = {k: field(k, h, fh[:, :, j]) for j, k in enumerate(groups["h"])}  # (B, S, P) each
+        if lstm:  # eq. (T1)
+            i, f, o = (torch.sigmoid(pre(k, inp, rec[k])) for k in "ifo")
+            s = f * s + i * torch.tanh(pre("g", inp, rec["g"]))
+            h = o * torch.tanh(s)
+        else:  # eq. (T2)
+            z, r = (torch.sigmoid(pre(k, inp, rec[k])) for k in "zr")
+            if hp.cell == "gru":  # reset-after: u_n = b_n + W_n x + r * (U_n h)
+                rec_n = r * rec["n"]
+            else:  # reset-before: U_n multiplies r * h, which has its own kernel
+                rh = r * h
+                rec_n = field("n", rh, active["rh"].fields(rh, 0 if t < burn_in else n0)[:, :, 0])
+            h = z * h + (1 - z) * torch.tanh(pre("n", inp, rec_n))
+            s = h
+        yield h, s
+
+
 @cpu_threads
 def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int = 0,
                device: Optional[Union[str, torch.device]] = None, tied: bool = True) -> dict[str, np.ndarray]:
@@ -198,59 +286,18 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
     tied=False gives the untied mean field by the same machinery (fresh recurrent and input fields
     at every step, persistent biases): the exact untied theory, batched over a grid like the tied
     one, used for the untied side of memory-horizon grids."""
-    if population < 2:
-        raise ValueError(f"population={population} is not allowed: need at least 2 units")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    x = _check_features(features, device)  # (S, T, d)
-    if not tied:
-        x = untie_inputs(x)
-    n_seq, steps, d = x.shape
-    p, shape = _batch(hp, device)
-    names, groups = GATES[hp.cell], recurrent_groups(hp.cell)
-    n_b, n_idx, pop, lstm = int(np.prod(shape)), n_seq * steps, population, hp.cell == "lstm"
-    gen = torch.Generator(device=device).manual_seed(seed)
-
-    def normal(*size: int) -> Tensor:
-        return torch.randn(size, generator=gen, device=device, dtype=F64)
-
-    bias = hp.sample_biases(pop, gen, device, batch=p)  # (B, 1, P) per gate; bias laws too, eq. (T31)
-    eps_in = normal(d, len(names), pop)  # (d, G, P) the units' input weights, shared by the batch
-    kernels = {v: Kernel(n_b, n_idx, normal(n_idx, len(gs), pop), tied) for v, gs in groups.items()}
-    # Columns of the features used at each step (scenario features are sparse): one host read, here.
-    used = (x != 0).any(0).cpu().numpy()  # (T, d)
-    cols = [(int(c[0]), int(c[-1]) + 1) if c.size else (0, 0) for c in map(np.flatnonzero, used)]
-
-    def pre(k: str, inp: Tensor, rec_k: Tensor) -> Tensor:
-        """Pre-activation of gate k, eq. (T28): bias + input field + recurrent field, (B, S, P)."""
-        return bias[k] + p[k]["nu"] * inp[:, names.index(k)] + rec_k
-
-    h = torch.zeros(n_b, n_seq, pop, dtype=F64, device=device)  # (B, S, P)
-    s = torch.zeros_like(h)  # (B, S, P) LSTM cell state
-    b_idx = min(1, n_seq - 1)
-    out = torch.zeros(steps + 1, n_b, len(STATS), dtype=F64, device=device)  # (T+1, B, 6); t = 0: zeros
-    for t in range(steps):
-        n0 = t * n_seq
-        lo, hi = cols[t]
-        inp = x[:, t, lo:hi] @ eps_in[lo:hi].reshape(hi - lo, len(names) * pop)  # (S, G P)
-        inp = inp.view(n_seq, len(names), pop)  # (S, G, P) input fields before the nu_k, eq. (T26)
-        fh = kernels["h"].fields(h, n0)  # (B, S, G_h, P)
-        rec = {k: p[k]["sigma"] * fh[:, :, j] for j, k in enumerate(groups["h"])}  # (B, S, P) each
-        if lstm:  # eq. (T1)
-            i, f, o = (torch.sigmoid(pre(k, inp, rec[k])) for k in "ifo")
-            s = f * s + i * torch.tanh(pre("g", inp, rec["g"]))
-            h = o * torch.tanh(s)
-        else:  # eq. (T2)
-            z, r = (torch.sigmoid(pre(k, inp, rec[k])) for k in "zr")
-            if hp.cell == "gru":  # reset-after: u_n = b_n + W_n x + r * (U_n h)
-                rec_n = r * rec["n"]
-            else:  # reset-before: U_n multiplies r * h, which has its own kernel
-                rec_n = p["n"]["sigma"] * kernels["rh"].fields(r * h, n0)[:, :, 0]
-            h = z * h + (1 - z) * torch.tanh(pre("n", inp, rec_n))
+    x = _check_features(features, "cpu")
+    n_seq, steps = x.shape[0], x.shape[1]
+    shape = _batch(hp, "cpu")[1]
+    lstm, b_idx = hp.cell == "lstm", min(1, n_seq - 1)
+    rows = []
+    for h, s in states(hp, features, population, seed, device, tied):
         ha, hb = h[:, 0], h[:, b_idx]  # (B, P)
         row = [(ha * ha).mean(-1), (hb * hb).mean(-1), (ha * hb).mean(-1), 0.5 * ((ha - hb) ** 2).mean(-1)]
         if lstm:
             row += [(s[:, 0] ** 2).mean(-1), (s[:, 0] * s[:, b_idx]).mean(-1)]
-        out[t + 1, :, :len(row)] = torch.stack(row, -1)  # (B, 4 or 6), no host sync
+        rows.append(torch.stack(row, -1))  # (B, 4 or 6), no host sync
+    out = torch.stack([torch.zeros_like(rows[0])] + rows)  # (T+1, B, 4 or 6); t = 0: zeros
     arr = out.cpu().numpy()
     res = {"t": np.arange(steps + 1)}
     for j, key in enumerate(STATS[:6 if lstm else 4]):
