@@ -1,9 +1,10 @@
 """`mftrnn critical`: solve the critical initialization for a cell and a task, check it, write it.
 
-A thin app (docs/theory.md §10): the task gives its length, informative steps and input statistics
-(mftrnn.inits.task_shape), mftrnn.theory.critical solves and predicts, the tied population solver
-checks the solution on two real examples of the task when T <= verify.max_steps. Writes into the
-run dir critical.json (the solution, the predictions, the check) and init/<name>.yaml, a preset that
+A thin app (docs/theory.md §10): the task gives its length, informative steps, input statistics and pairs
+of its examples (mftrnn.inits.task_shape), mftrnn.theory.critical chooses the drive (§10.8), solves and
+predicts, the tied population solver checks the solution on two real examples of the task when T <=
+verify.max_steps. Writes into the run dir critical.json (the solution, the drive and why, the predictions,
+the check), drive.png (the predicted separation over the drive) and init/<name>.yaml, a preset that
 `mftrnn train --config-dir <run dir> init=<name>` accepts (an init=meanfield config).
 """
 from __future__ import annotations
@@ -83,8 +84,29 @@ def run_critical(cfg: DictConfig, out_dir: Path) -> dict:
     name = f"critical_{conf.cell.kind.value}_T{steps}"
     (out_dir / "init").mkdir(exist_ok=True)
     (out_dir / "init" / f"{name}.yaml").write_text(preset_yaml(solution, name))
+    if solution.drive.get("curve"):
+        from mftrnn.report import plot_drive
+
+        plot_drive(res, out_dir / "drive.png")
     _print(res, out_dir, name)
     return res
+
+
+def drive_lines(res: dict) -> list[str]:
+    """The drive: its value, where it comes from, the predicted separation and the reason (§10.8)."""
+    d, write = res["drive"], res["predictions"].get("write")
+    sep = "" if not write else (f"; predicted 1 - C/Q of two examples' last states {write['one_minus_c_end']:.3f} "
+                                f"({write['pairs']} pairs of training examples)")
+    lines = [f"  drive: gates' input scale {d['gates']:g}, candidate's {d['candidate']:g} ({d['source']}){sep}"]
+    if d.get("reason"):
+        lines.append(f"    why: {d['reason']['why']}")
+        curve = d["curve"]
+        lines.append("    1 - C/Q at T over the drive: " + ", ".join(
+            f"{n:g}: {'-' if v is None else f'{v:.3f}'}" for n, v in zip(curve["nu"], curve["one_minus_c_end"])))
+        if d["reason"].get("no_family"):
+            lines.append(f"    no critical family at drives {', '.join(f'{float(n):g}' for n in d['reason']['no_family'])} "
+                         "(the gates' mean keep and write cannot hold radius 1 there, eq. (T40))")
+    return lines
 
 
 def _print(res: dict, out_dir: Path, name: str) -> None:
@@ -105,6 +127,7 @@ def _print(res: dict, out_dir: Path, name: str) -> None:
         f"{tied['log10_min_singular']:+.2f}); horizon {hz(tied['horizon'])}",
         f"  untied: m1 {untied['m1']:.6f} (m1^T = 10^{untied['log10_m1_power_T']:.2f}), xi_C {untied['xi_c']:.4g}, "
         f"Q* {untied['Q_h']:.3g}; unsaturated: {p['unsaturated']}",
+        *drive_lines(res),
     ]
     v = res["verify"]
     if "tied" in v:
@@ -118,8 +141,9 @@ def _print(res: dict, out_dir: Path, name: str) -> None:
                          f"{m.get('distance_ratio_at_end', float('nan')):.3g}")
     else:
         lines.append(f"  check: {v['skipped']}")
+    plot = ", drive.png" if (out_dir / "drive.png").exists() else ""
     lines += [f"  as overrides: {' '.join(res['overrides'])}",
-              f"  wrote {out_dir / SOLUTION_NAME} and the preset {out_dir / 'init' / (name + '.yaml')} "
+              f"  wrote {out_dir / SOLUTION_NAME}{plot} and the preset {out_dir / 'init' / (name + '.yaml')} "
               f"(mftrnn train --config-dir {out_dir} init={name})"]
     print("\n".join(lines))
 

@@ -50,7 +50,7 @@ def pairs_of_examples(task, test_x: Tensor, test_y: Tensor, n_pairs: int, seed: 
         else:
             j += 1
     if len(idx) < 2 * n_pairs:
-        raise ValueError(f"the test split has fewer than {n_pairs} pairs of different labels")
+        raise ValueError(f"fewer than {n_pairs} pairs of consecutive examples with different labels")
     gen = torch.Generator(device=test_x.device).manual_seed(seed)
     x = task.sequences(test_x[idx], gen)  # (T, 2P, n_in)
     content = task.content_steps
@@ -157,8 +157,8 @@ def measure(rnn: nn.RNNBase, pairs: Pairs, start: int, probes: int, eps: float, 
     curve = gain_curve(rnn, xa, start, seed=seed)  # (T - start + 1, P)
     dist = pair_distances(rnn, pairs)
     d, split, T = dist["d"], pairs.split, pairs.x.shape[0]
-    q_end = np.sqrt(np.maximum(dist["q_a"][-1] * dist["q_b"][-1], 1e-300))
-    one_minus_c = 1.0 - dist["c"][-1] / q_end  # (P,)
+    one_minus_c = 1.0 - dist["c"][-1] / np.sqrt(np.maximum(dist["q_a"][-1] * dist["q_b"][-1], 1e-300))  # (P,)
+    at_split = 1.0 - dist["c"][split] / np.sqrt(np.maximum(dist["q_a"][split] * dist["q_b"][split], 1e-300))
     d_mean = d.mean(1)  # (T+1,)
     q_split = 0.5 * (dist["q_a"][split] + dist["q_b"][split])
     return {
@@ -167,7 +167,8 @@ def measure(rnn: nn.RNNBase, pairs: Pairs, start: int, probes: int, eps: float, 
                        "max": float(logs.max()), "per_sequence_mean": logs.mean(1).tolist(),
                        "underflow": float((logs <= np.log10(UNDERFLOW)).mean())},
         "one_minus_c_end": {"mean": float(one_minus_c.mean()), "min": float(one_minus_c.min()),
-                            "max": float(one_minus_c.max())},
+                            "max": float(one_minus_c.max()), "per_pair": one_minus_c.tolist()},
+        "one_minus_c_split": float(at_split.mean()),
         "distance_end": float(d_mean[-1]),
         "distance_ratio_end": float(d_mean[-1] / d_mean[split]) if d_mean[split] > 0 else None,
         "distance_end_over_Q_at_split": float(d_mean[-1] / q_split.mean()) if q_split.mean() > 0 else None,

@@ -66,9 +66,11 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
     from mftrnn.theory.trajectories import memory_of
 
     if conf.init.scheme is InitScheme.critical:
-        hp = CriticalSolution.from_dict(info).hyper()
+        hp = CriticalSolution.from_dict(info["solution"]).hyper()
     else:
-        hp = hyper.hyper_from_config(conf.cell.kind, conf.init, conf.model.hidden, task.input_size, task.seq_len)
+        drive = info["drive"]
+        hp = hyper.hyper_from_config(conf.cell.kind, conf.init, conf.model.hidden, task.input_size, task.seq_len,
+                                     drive=(drive["gates"], drive["candidate"]))
     x = pairs.x[:, :2].to(torch.float64).cpu()
     steps = x.shape[0]
     tail = x[pairs.split:, 0] if pairs.split < steps else x[:, 0]
@@ -78,7 +80,8 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
     out = {"hyperparameters": hp.describe(), "R_op": two.R,
            "untied_m1": m1, "untied_log10_gain_m1": 0.5 * (steps - start) * math.log10(max(m1, 1e-300))}
     if conf.init.scheme is InitScheme.critical:  # the solver's own prediction, eq. (T36) (with (T37))
-        out["tied_linear"] = {"log10_gain": info["predictions"]["tied_linear"]["log10_rms_gain"]}
+        out["tied_linear"] = {"log10_gain": info["solution"]["predictions"]["tied_linear"]["log10_rms_gain"]}
+    out["write"] = write_side(conf, hp, task, pairs)
     for theory in ("untied", "tied"):
         if theory == "tied" and steps > conf.theory.max_steps:
             out[theory] = {"skipped": f"T = {steps} > theory.max_steps = {conf.theory.max_steps}"}
@@ -99,6 +102,20 @@ def theory_side(conf: DiagnoseConfig, model, task, pairs, info, start: int) -> d
                        "distance_ratio_curve": ratio.tolist() if ratio is not None else None,
                        "seconds": mem["seconds"]}
     return out
+
+
+def write_side(conf: DiagnoseConfig, hp, task, pairs) -> dict:
+    """The theory of the write (docs/theory.md §10.8, eq. (T38)) on the same pairs as the network: its
+    prediction of 1 - C/Q at the last step, averaged over the pairs, and at the end of the informative steps."""
+    from mftrnn.inits import write_inputs
+    from mftrnn.theory.write import separation
+
+    t0 = time.perf_counter()
+    inputs = write_inputs(pairs.x, task, conf.init.drive.window)
+    sep = separation(hp, inputs, conf.theory.population, conf.seed)
+    return {"one_minus_c_end": float(sep["one_minus_c_end"]), "one_minus_c_split": float(sep["one_minus_c_split"]),
+            "one_minus_c_end_sd_over_pairs": float(sep["one_minus_c_end_sd"]), **inputs.describe(),
+            "seconds": time.perf_counter() - t0}
 
 
 def run_diagnose(cfg: DictConfig, out_dir: Path) -> dict:
@@ -128,8 +145,9 @@ def run_diagnose(cfg: DictConfig, out_dir: Path) -> dict:
     res = {"command": "diagnose", "task": conf.task.name.value, "cell": conf.cell.kind.value,
            "init": conf.init.scheme.value, "hidden": conf.model.hidden, "seed": conf.seed, "ckpt": conf.ckpt,
            "device": str(device), "labels": pairs.labels, "network": net, "network_seconds": t_net}
-    if info:
-        res["init_solution"] = info
+    res["init_drive"] = info["drive"]
+    if info.get("solution"):
+        res["init_solution"] = info["solution"]
     if conf.theory.enabled:
         res["theory"] = theory_side(conf, model, task, pairs, info, start)
         res["theory"]["note"] = "for the configured init (at initialization), also when a checkpoint is diagnosed"
@@ -155,6 +173,10 @@ def _print(res: dict, out_dir: Path) -> None:
     th = res.get("theory")
     if th:
         lines.append(f"  theory, untied: m1 {th['untied_m1']:.5f} -> log10 gain {th['untied_log10_gain_m1']:+.3f}")
+        w = th["write"]
+        lines.append(f"  theory of the write ({w['pairs']} pairs): 1 - C/Q at the end {w['one_minus_c_end']:.3g} "
+                     f"(network on the same pairs {np.mean(o['per_pair'][:w['pairs']]):.3g}), at the end "
+                     f"of the informative steps {w['one_minus_c_split']:.3g}")
         if "tied_linear" in th:
             lines.append(f"  theory, tied (linearized, the solver's): log10 rms gain over T {th['tied_linear']['log10_gain']:+.3f}")
         for name in ("untied", "tied"):

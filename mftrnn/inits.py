@@ -19,23 +19,38 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from mftrnn.cells import CANDIDATE
 from mftrnn.errors import ConfigError
 from mftrnn.models import GATES, RNNClassifier
-from mftrnn.schema import (ChronoInitConfig, CriticalInitConfig, GateHP, GruGates, InitConfig, InitScheme, LstmGates,
-                           MeanFieldInitConfig, Recurrent)
+from mftrnn.schema import (ChronoInitConfig, CriticalInitConfig, DriveConfig, GateHP, GruGates, InitConfig, InitScheme,
+                           LstmGates, MeanFieldInitConfig, Recurrent)
 
 log = logging.getLogger(__name__)
+
+
+# The theory of the write (docs/theory.md §10.8) reads pairs of training examples: the informative steps
+# and this many steps of zero padding after them; where every step carries input, the whole sequences of
+# at most WRITE_PAIRS_UNPADDED pairs, the tied kernel over their last init.drive.window steps (its cost
+# grows as the cube of the indices), fresh recurrent fields before (eq. (T41))
+WRITE_RELAX = 16
+WRITE_PAIRS_UNPADDED = 2
+WRITE_MAX_STEPS = 4096  # longer sequences: their last WRITE_MAX_STEPS steps, from the zero state
+R_LAW_NODES = 32  # equal-mass nodes of the empirical law of |x_t|^2 / n_in over the long stretch
 
 
 @dataclass
 class TaskShape:
     """What an init may know of the task: its length T, the informative steps 1..content_steps (the
-    rest is padding), and the input second moment R_op over the long stretch (the padding's, or the
-    whole sequence's without padding). Chrono needs T; critical all three."""
+    rest is padding), the input second moment R_op over the long stretch (the padding's, or the
+    whole sequence's without padding), its empirical law (nodes, weights), and pairs of the task's
+    sequences for the theory of the write. Chrono needs T; critical, and any init whose drive the
+    theory chooses, all of it."""
 
     seq_len: int
     content_steps: Optional[int] = None  # None: the whole sequence
     R_op: Optional[float] = None  # None: unknown (init=critical then refuses)
+    r_law: tuple = ()  # (nodes, weights) of |x_t|^2 / n_in over the long stretch; (): all at R_op
+    write_inputs: Optional[object] = None  # mftrnn.theory.write.WriteInputs
 
 
 def layer_params(rnn: nn.RNNBase, layer: int) -> dict[str, torch.Tensor]:
@@ -161,37 +176,92 @@ def init_meanfield(model: RNNClassifier, cfg: MeanFieldInitConfig, task: TaskSha
     _glorot_head(model)
 
 
+def needs_theory(init: InitConfig) -> bool:
+    """Whether `init` solves from the task's inputs: init=critical, or a drive chosen by the theory."""
+    return init.scheme is InitScheme.critical or init.drive.theory
+
+
+def empirical_law(r: torch.Tensor, nodes: int = R_LAW_NODES) -> tuple[tuple, tuple]:
+    """Per-step input second moments r (any shape) as a quadrature rule of at most `nodes` equal-mass nodes
+    (each the mean of its share of the sorted values), for the gate means of eq. (T40)."""
+    v = torch.sort(r.double().flatten()).values
+    chunks = [c for c in torch.tensor_split(v, min(nodes, v.numel())) if c.numel()]
+    means = [float(c.mean()) for c in chunks]
+    weights = [c.numel() / v.numel() for c in chunks]
+    if max(means) == min(means):  # one value (zero padding): one node
+        return (means[0],), (1.0,)
+    return tuple(means), tuple(weights)
+
+
+def write_inputs_of(task, splits, pairs: int, window: int):
+    """Pairs of training examples with different labels as the task builds them (the same padding for
+    both), for the theory of the write (docs/theory.md §10.8); see `write_inputs`."""
+    from mftrnn.diagnose import pairs_of_examples
+
+    try:
+        found = pairs_of_examples(task, splits.train_x, splits.train_y, pairs, seed=0)
+    except ValueError as exc:
+        raise ConfigError(f"init.drive.pairs={pairs}: {exc} (the training split)") from None
+    return write_inputs(found.x, task, window)
+
+
+def write_inputs(x, task, window: int):
+    """The theory of the write's view of pairs of the task's sequences x (T, 2P, n_in), a = x[:, 0::2]
+    (docs/theory.md §10.8): the informative steps and WRITE_RELAX steps of zero padding; for a task without
+    padding, or with noise padding, the whole sequences (at most their last WRITE_MAX_STEPS steps) of the
+    first WRITE_PAIRS_UNPADDED pairs, with a burn-in (eq. (T41)) before their last `window` steps."""
+    from mftrnn.theory.write import WriteInputs
+
+    x = x.double().cpu()
+    content = task.content_steps
+    if content < task.seq_len and not x[content:].any():  # zero padding: its start, then the linear tail
+        return WriteInputs(x[:min(task.seq_len, content + WRITE_RELAX)], content, task.seq_len)
+    # every step carries input (noise padding too): the whole sequence
+    x = x[-WRITE_MAX_STEPS:, :2 * WRITE_PAIRS_UNPADDED]
+    return WriteInputs(x, len(x), task.seq_len, burn_in=max(0, len(x) - window))
+
+
 def task_shape(task, splits, init: InitConfig) -> TaskShape:
     """What an init needs of a task (a SequenceTask, fitted) and its data splits: the input statistics
-    are read only for init=critical."""
-    critical = init.scheme is InitScheme.critical
-    return TaskShape(task.seq_len, task.content_steps, task.operating_R(splits) if critical else None)
+    and the pairs of the theory of the write are read only where the init solves from them."""
+    if not needs_theory(init):
+        return TaskShape(task.seq_len, task.content_steps)
+    r = task.long_stretch_r(splits)  # (steps, examples) of |x_t|^2 / n_in
+    return TaskShape(task.seq_len, task.content_steps, float(r.double().mean()), empirical_law(r),
+                     write_inputs_of(task, splits, init.drive.pairs, init.drive.window))
 
 
 def critical_spec(cell: str, cfg: CriticalInitConfig, task: TaskShape):
     """The critical solver's input for this cell, init config and task (docs/theory.md §10.1)."""
-    from mftrnn.theory.critical import CriticalSpec, default_gate_nu, resolve_isometry
+    from mftrnn.theory.critical import CANDIDATE_NU, CriticalSpec, resolve_isometry
 
     if task.R_op is None:
         raise ConfigError("init=critical needs the task's input statistics (TaskShape.R_op); "
                           "`mftrnn train` and `mftrnn diagnose` provide them")
     steps = cfg.t if cfg.t is not None else task.seq_len
     content = task.content_steps if task.content_steps is not None else task.seq_len
-    gate_nu = cfg.gate_nu if cfg.gate_nu is not None else default_gate_nu(float(task.R_op))  # §10.7
+    drive = cfg.drive
+    if drive.gates is None and task.write_inputs is None:
+        raise ConfigError("init=critical chooses the gates' input scale from pairs of the task's examples "
+                          "(TaskShape.write_inputs); give init.drive.gates, or build the TaskShape with task_shape")
+    nodes, weights = task.r_law if task.r_law else ((), ())
     return CriticalSpec(cell=cell, steps=steps, content_steps=min(content, steps), R_op=float(task.R_op),
                         criterion=cfg.criterion.value, log10_gain=cfg.log10_gain,
                         orthogonal=cfg.recurrent is Recurrent.orthogonal, gate_sigma=cfg.gate_sigma,
-                        gate_nu=gate_nu, candidate_nu=cfg.candidate_nu, open_bias=cfg.open_bias,
+                        gate_nu=drive.gates, candidate_nu=CANDIDATE_NU if drive.candidate is None else drive.candidate,
+                        open_bias=cfg.open_bias,
                         isometry=resolve_isometry(cell, cfg.isometry.value, cfg.criterion.value,
                                                   cfg.recurrent is Recurrent.orthogonal),
-                        write=cfg.write, log10_min_gain=cfg.log10_min_gain)
+                        write=cfg.write, log10_min_gain=cfg.log10_min_gain, r_nodes=nodes, r_weights=weights,
+                        inputs_key=task.write_inputs.key() if task.write_inputs is not None else "",
+                        drive_population=drive.population)
 
 
 def solve_critical(cell: str, cfg: CriticalInitConfig, task: TaskShape):
     """The critical solution for this run (cached on disk): (CriticalSolution, came from the cache)."""
     from mftrnn.theory.critical import solve_cached
 
-    return solve_cached(critical_spec(cell, cfg, task), cache=cfg.cache)
+    return solve_cached(critical_spec(cell, cfg, task), cache=cfg.cache, inputs=task.write_inputs)
 
 
 def meanfield_from_solution(cell: str, solution) -> MeanFieldInitConfig:
@@ -204,8 +274,8 @@ def meanfield_from_solution(cell: str, solution) -> MeanFieldInitConfig:
 
 def init_critical(model: RNNClassifier, cfg: CriticalInitConfig, task: TaskShape) -> dict:
     """The critical initialization (docs/theory.md §10): solve the meanfield hyperparameters for the
-    task's T and inputs (mftrnn.theory.critical, eqs. (T34), (T35)), then write them as init_meanfield
-    does. Returns the solution (critical.json's content) for the run's logs and summary."""
+    task's T and inputs (mftrnn.theory.critical, eqs. (T34), (T35), the drive of §10.8), then write them
+    as init_meanfield does. Returns the solution (critical.json's content) for the run's logs and summary."""
     solution, cached = solve_critical(model.cell.value, cfg, task)
     init_meanfield(model, meanfield_from_solution(model.cell.value, solution), task)
     info = solution.as_dict()
@@ -213,6 +283,28 @@ def init_critical(model: RNNClassifier, cfg: CriticalInitConfig, task: TaskShape
     log.info("init=critical (%s, %s): %s", "cached" if cached else "solved", cfg.criterion.value,
              " ".join(solution.overrides()[1:]))
     return info
+
+
+@torch.no_grad()
+def apply_drive(model: RNNClassifier, gates: Optional[float], candidate: Optional[float]) -> None:
+    """The drive (docs/theory.md §10.8) on top of any init: every layer's input weights of every gate but
+    the candidate <- N(0, gates^2 / n_in), the candidate's <- N(0, candidate^2 / n_in); None leaves a part
+    as the init wrote it. Biases and recurrent weights are untouched."""
+    names, cand = GATES[model.cell], CANDIDATE[model.cell.value]
+    for layer in range(model.rnn.num_layers):
+        w_ih = layer_params(model.rnn, layer)["weight_ih"]
+        n_in = w_ih.shape[1]
+        for gate in names:
+            nu = candidate if gate == cand else gates
+            if nu is not None:
+                gate_block(w_ih, names, gate).normal_(0.0, nu / math.sqrt(n_in))
+
+
+def theory_drive(cell: str, drive: DriveConfig, task: TaskShape) -> dict:
+    """The drive init=critical chooses for this cell and task (its defaults, this drive's pairs, population
+    and window): the record of CriticalSolution.drive."""
+    same = DriveConfig(pairs=drive.pairs, population=drive.population, window=drive.window)
+    return solve_critical(cell, CriticalInitConfig(drive=same), task)[0].drive
 
 
 INITS: dict[InitScheme, Callable[[RNNClassifier, InitConfig, TaskShape], Optional[dict]]] = {
@@ -224,15 +316,48 @@ INITS: dict[InitScheme, Callable[[RNNClassifier, InitConfig, TaskShape], Optiona
 }
 
 
-def initialize(model: RNNClassifier, cfg: InitConfig, task) -> Optional[dict]:
-    """Apply the configured scheme. `task`: a TaskShape, or the task's length T alone (an int: enough
-    for every scheme but critical). Returns what the scheme solved (critical: its solution), else None."""
+def initialize(model: RNNClassifier, cfg: InitConfig, task) -> dict:
+    """Apply the configured scheme, then its drive (init.drive). `task`: a TaskShape, or the task's length T
+    alone (an int: enough for every scheme but critical and a theory-chosen drive). Returns {"drive": the
+    gates' and candidate's input scales and where they come from, "solution": the critical solution
+    (init=critical only)}: what summary.json and the W&B config record."""
     if not isinstance(task, TaskShape):
         task = TaskShape(seq_len=int(task))
-    info = INITS[cfg.scheme](model, cfg, task)
+    solution = INITS[cfg.scheme](model, cfg, task)
+    drive = cfg.drive
+    if cfg.scheme is InitScheme.critical:  # the solver wrote its drive (given or chosen)
+        record = dict(solution["drive"])
+    elif drive.theory:
+        if task.write_inputs is None:
+            raise ConfigError("init.drive.theory=true needs the task's inputs: build the TaskShape with task_shape")
+        chosen = theory_drive(model.cell.value, drive, task)
+        apply_drive(model, chosen["gates"], chosen["candidate"])
+        record = {**chosen, "source": "theory (init=critical's choice)"}
+    else:
+        apply_drive(model, drive.gates, drive.candidate)
+        record = {"gates": drive.gates, "candidate": drive.candidate,
+                  "source": "own" if drive.gates is None and drive.candidate is None else "given"}
+    record.update(measured_drive(model))
+    if record["source"] != "own":
+        log.info("init=%s drive: gates' input scale %s, candidate's %s (%s)", cfg.scheme.value,
+                 record["gates_measured"], record["candidate_measured"], record["source"])
     if hasattr(model.rnn, "flatten_parameters"):
         model.rnn.flatten_parameters()
-    return info
+    out = {"drive": record}
+    if cfg.scheme is InitScheme.critical:
+        out["solution"] = solution
+    return out
+
+
+@torch.no_grad()
+def measured_drive(model: RNNClassifier) -> dict[str, float]:
+    """The first layer's input scales as written: sqrt(n_in x the mean square) of the gates' input weights
+    (all gates but the candidate) and of the candidate's, rounded to 4 significant digits."""
+    names, cand = GATES[model.cell], CANDIDATE[model.cell.value]
+    w = layer_params(model.rnn, 0)["weight_ih"]
+    scale = lambda rows: float(f"{math.sqrt(w.shape[1] * float(rows.double().pow(2).mean())):.4g}")  # noqa: E731
+    gates = torch.cat([gate_block(w, names, g) for g in names if g != cand])
+    return {"gates_measured": scale(gates), "candidate_measured": scale(gate_block(w, names, cand))}
 
 
 @torch.no_grad()

@@ -337,6 +337,31 @@ def plot_diagnose(res: dict, out: Path) -> Path:
     return out
 
 
+def plot_drive(res: dict, out: Path) -> Path:
+    """drive.png (`mftrnn critical`): the theory of the write's D_T = 1 - C/Q of the last states of pairs of
+    the task's examples (eq. (T38)) against the gates' input scale, at the end of the informative steps and
+    at T, with the rule's levels and the chosen drive (docs/theory.md §10.8)."""
+    d = res["drive"]
+    curve = d["curve"]
+    nu = np.asarray(curve["nu"], float)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8), dpi=120)
+    for key, style, name in (("one_minus_c_split", ":", "after the informative steps"), ("one_minus_c_end", "-", "at T")):
+        y = np.array([np.nan if v is None else v for v in curve[key]], float)
+        ax.semilogx(nu, y, style, marker="o", ms=3, color="tab:blue", label=f"1 - C/Q {name}")
+    why = d["reason"]
+    for level, name in ((why["D_lo"], "quietest"), (why["D_hi"], "largest")):
+        ax.axhline(level, color="0.6", lw=0.8, ls="--")
+        ax.annotate(name, (nu[0], level), fontsize=7, color="0.4", va="bottom")
+    ax.axvline(d["gates"], color="tab:red", lw=1, label=f"chosen: {d['gates']:g}")
+    spec = res["spec"]
+    ax.set_title(f"{spec['cell']}, T = {spec['steps']}: the drive the theory of the write chooses", fontsize=9)
+    ax.set_xlabel("gates' input scale nu")
+    ax.set_ylabel("1 - C/Q of two examples' states")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save_fig(fig, out)
+
+
 def sweep_table(sweep_dir: Path) -> str:
     """A Markdown table of a sweep's runs: each run's dir (relative), the overrides that tell it from the
     other runs, its steps and final validation and test accuracy (or how it ended)."""

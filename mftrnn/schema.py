@@ -219,8 +219,36 @@ class GruGates:
 
 
 @dataclass
+class DriveConfig:
+    """The input scales of the gates and of the candidate, for every init (docs/theory.md §10.8): the gates'
+    input weights (every gate but the candidate) N(0, gates^2 / n_in), the candidate's N(0, candidate^2 /
+    n_in), written after the init's own scheme. null keeps the init's own scales (init=critical: the gates'
+    scale chosen by the theory of the write, the candidate's 1)."""
+
+    gates: Optional[float] = None
+    candidate: Optional[float] = None
+    # true: the scales init=critical would use for this task and cell (the theory's choice), for any init
+    theory: bool = False
+    pairs: int = 16  # the theory of the write: pairs of training examples with different labels it reads
+    population: int = 2000  # ... and the units of its tied population
+    # ... and, where the long stretch carries input, the last steps its tied kernel covers (cost ~ window^3)
+    window: int = 256
+
+    def __post_init__(self) -> None:
+        for key in ("gates", "candidate"):
+            if getattr(self, key) is not None:
+                _non_negative(f"init.drive.{key}", getattr(self, key))
+        _require(not (self.theory and (self.gates is not None or self.candidate is not None)), "init.drive.theory",
+                 self.theory, "false when init.drive.gates or init.drive.candidate is given (one source for the drive)")
+        _require(self.pairs >= 1, "init.drive.pairs", self.pairs, "an integer >= 1")
+        _require(self.population >= 100, "init.drive.population", self.population, "an integer >= 100")
+        _require(self.window >= 1, "init.drive.window", self.window, "an integer >= 1")
+
+
+@dataclass
 class InitConfig:
     scheme: InitScheme = MISSING
+    drive: DriveConfig = field(default_factory=DriveConfig)
 
 
 @dataclass
@@ -265,10 +293,8 @@ class CriticalInitConfig(InitConfig):
     t: Optional[int] = None  # the steps to span; null: the task's sequence length
     recurrent: Recurrent = Recurrent.orthogonal
     gate_sigma: float = 0.0  # recurrent scale of the gates (0: gates deterministic at the operating point)
-    # input scale of the gates; null: 10 where the task's long stretch is zero padding, else 0.1 (input-
-    # driven gates under zero padding leave the operating point alone, docs/theory.md §10.7)
-    gate_nu: Optional[float] = None
-    candidate_nu: float = 1.0  # input scale of the candidate g / n
+    # the gates' and the candidate's input scales are init.drive's (every init has it): null gates are
+    # chosen by the theory of the write (docs/theory.md §10.8), a null candidate is 1
     open_bias: float = 3.0  # LSTM output gate, GRU reset gate
     isometry: Isometry = Isometry.auto  # docs/theory.md §10.2 (gain) and §10.6 (phase)
     write: float = 30.0  # isometry=phase: T(1 - f), the keep gate's write over the T steps
@@ -279,9 +305,7 @@ class CriticalInitConfig(InitConfig):
         _require(math.isfinite(self.log10_gain) and self.log10_gain < 0, "init.log10_gain", self.log10_gain, "< 0")
         if self.t is not None:
             _require(self.t >= 1, "init.t", self.t, "null or an integer >= 1")
-        for key in ("gate_sigma", "gate_nu", "candidate_nu"):
-            if getattr(self, key) is not None:
-                _non_negative(f"init.{key}", getattr(self, key))
+        _non_negative("init.gate_sigma", self.gate_sigma)
         _require(math.isfinite(self.open_bias), "init.open_bias", self.open_bias, "finite")
         _require(math.isfinite(self.write) and self.write > 0, "init.write", self.write, "> 0")
         _require(math.isfinite(self.log10_min_gain) and self.log10_min_gain < 0, "init.log10_min_gain",

@@ -49,14 +49,14 @@ class SequenceTask:
         """Steps 1..content_steps carry the example; the rest (if any) is padding."""
         return self.seq_len
 
-    def operating_R(self, splits: Splits, n: int = 64) -> float:
-        """The input second moment |x_t|^2 / n_in that the long stretch of the sequence holds the
-        network at (the critical solver's operating point, docs/theory.md §10.1): the mean over the
-        padding steps, or over all steps when there is no padding, of the first n training images."""
+    def long_stretch_r(self, splits: Splits, n: int = 64) -> torch.Tensor:
+        """The per-step input second moments |x_t|^2 / n_in over the long stretch of the sequence, which
+        holds the network at its operating point (the critical solver's, docs/theory.md §10.1, §10.8): the
+        padding steps, or all steps when there is no padding, of the first n training images: (steps, n)."""
         gen = torch.Generator(device=splits.train_x.device).manual_seed(0)
         x = self.sequences(splits.train_x[:n], gen)  # (T, n, n_in)
         tail = x[self.content_steps:] if self.content_steps < self.seq_len else x
-        return float(tail.double().pow(2).mean())
+        return tail.double().pow(2).mean(-1).cpu()
 
 
 def _mnist_pixels(x: torch.Tensor) -> torch.Tensor:

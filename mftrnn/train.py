@@ -311,7 +311,7 @@ def open_tracker(prep: Prepared, run_dir: Path) -> Tracker:
     choices = [conf.task.name.value, conf.cell.kind.value, conf.init.scheme.value]
     return Tracker(conf.wandb, run_dir, prep.run_id, name=str(run_dir), group=conf.wandb.group or conf.experiment_name,
                    tags=choices, config={**prep.conf_dict, "init_effective_biases": effective_gate_biases(prep.model),
-                                         **({"init_solution": prep.init_info} if prep.init_info else {})})
+                                         **init_record(prep.init_info)})
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -354,14 +354,24 @@ def check_divergence(conf: TrainConfig, summary: dict, run_dir: Path) -> None:
                             f"(train.fail_on_divergence=true); see {run_dir / SUMMARY_NAME}")
 
 
+def init_record(init_info: Optional[dict]) -> dict:
+    """What the init decided, for summary.json and the W&B config: `init_drive` (the gates' and the
+    candidate's input scales and where they come from, every init) and `init_solution` (init=critical:
+    the solved hyperparameters and the theory's predictions)."""
+    info = init_info or {}
+    out = {"init_drive": info["drive"]} if "drive" in info else {}
+    if info.get("solution"):
+        out["init_solution"] = info["solution"]
+    return out
+
+
 def base_summary(conf: TrainConfig, conf_dict: dict, task: SequenceTask, step: int, wall: float,
                  diverged_at: Optional[int], init_info: Optional[dict]) -> dict:
     """summary.json's keys that do not need an evaluation."""
     summary: dict = {"steps": step, "wall_time_s": wall, "diverged": diverged_at is not None,
                      "diverged_at": diverged_at, "task": conf.task.name.value, "cell": conf.cell.kind.value,
                      "init": conf.init.scheme.value, "seed": conf.seed, "seq_len": task.seq_len, "config": conf_dict}
-    if init_info:  # init=critical: the solved hyperparameters and the theory's predictions
-        summary["init_solution"] = init_info
+    summary.update(init_record(init_info))
     if diverged_at is not None:
         for split in ("train", "val", "test"):
             summary[f"{split}_loss"] = summary[f"{split}_acc"] = None

@@ -24,8 +24,8 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
 finished() { [ -f "$ROOT/.done/$1" ] && echo "== $1: finished before, skipped"; }
 mark() { mkdir -p "$ROOT/.done" && touch "$ROOT/.done/$1"; }
 
-# (a) trainability against length, (b) heat maps, (c) learning curves: packed sweeps
-for e in trainability heatmap_lstm heatmap_gru curves_mnist curves_cifar10 curves_repeated_pixel; do
+# (a) trainability against length, (b) heat maps, (c) learning curves, (f) the drive ablation: packed sweeps
+for e in trainability heatmap_lstm heatmap_gru curves_mnist curves_cifar10 curves_repeated_pixel drive_ablation; do
   finished "sweep-$e" && continue
   step "sweep $e"
   $M train experiment=$e scale=$SCALE hydra/launcher=packed hydra.launcher.mechanism=$PACKING \
@@ -59,7 +59,7 @@ for cell in lstm gru; do
   mark "diagnose-$cell"
 done
 
-# reports: figures (a), (b), (c) and the generalization table (e)
+# reports: figures (a), (b), (c), the generalization table (e) and the drive ablation (f)
 step "reports"
 $M report "$ROOT/sweeps/trainability" --out "$FIG" --name trainability
 $M report "$ROOT/sweeps/heatmap_lstm" --out "$FIG" --name heatmap_lstm
@@ -68,4 +68,5 @@ for t in mnist cifar10 repeated_pixel; do
   $M report "$ROOT/sweeps/curves_$t" --out "$FIG" --name "curves_$t"
 done
 $M report "$ROOT"/sweeps/curves_* --out "$FIG" --name generalization
+$M report "$ROOT/sweeps/drive_ablation" --out "$FIG" --name drive_ablation
 step "done: figures and tables in $FIG"

@@ -14,10 +14,11 @@ os.environ.setdefault("MFTRNN_DATA", str((REPO.parent / "shared" / "data").resol
 DATA = Path(os.environ["MFTRNN_DATA"])
 MFTRNN = Path(sys.executable).parent / "mftrnn"  # the installed console script
 
-# A run small enough for the CPU: hidden 16, short padding, a few hundred examples.
+# A run small enough for the CPU: hidden 16, short padding, a few hundred examples, the theory of the write
+# (init=critical's drive, docs/theory.md §10.8) on 4 pairs and 500 units.
 TINY_RUN = ["model.hidden=16", "data.limit=256", "train.batch_size=32", "train.steps=12",
         "train.log_every=4", "train.eval_every=8", "train.ckpt_every=4", "train.eval_batch_size=128",
-        "train.progress=false", "device=cpu", "wandb.mode=disabled"]
+        "train.progress=false", "device=cpu", "wandb.mode=disabled", "init.drive.pairs=4", "init.drive.population=500"]
 TINY = TINY_RUN + ["task.pad=10"]  # padded MNIST (the default task), 38 steps
 
 

@@ -154,5 +154,6 @@ def test_experiment_preset_launches_its_sweep(tmp_path, data_root):
                   "train.log_every=1", "train.ckpt_every=1", "train.eval_every=1", f"hydra.sweep.dir={tmp_path}")
     assert res.returncode == 0, res.stderr
     runs = sorted(p.parent.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("summary.json"))
-    assert runs == [f"padded_mnist/{c}-{i}/data.limit=256,model.hidden=16,task.pad=3,train.batch_size=32"
+    assert runs == [f"padded_mnist/{c}-{i}/data.limit=256,init.drive.pairs=4,init.drive.population=500,model.hidden=16,"
+                    f"task.pad=3,train.batch_size=32"
                     for c in ("gru", "lstm") for i in ("chrono", "standard")]

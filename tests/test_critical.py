@@ -3,6 +3,7 @@ theory matches tied products, the cache is keyed by the solver's inputs, the net
 hyperparameters, and `mftrnn diagnose` tells critical from standard on a real network."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -29,7 +30,7 @@ def own_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("steps,content,R", [(128, 28, 0.0), (1028, 28, 0.0), (784, 784, 0.1), (5028, 28, 1.0)])
 def test_tied_solution_meets_its_conditions(cell, steps, content, R):
-    sol = solve(CriticalSpec(cell, steps, content, R))
+    sol = solve(CriticalSpec(cell, steps, content, R, gate_nu=0.1))
     op = sol.predictions["operating_point"]
     assert op["radius"] == pytest.approx(1.0, abs=1e-8)  # eq. (T34)
     assert sol.predictions["tied_linear"]["log10_rms_gain"] == pytest.approx(-0.5, abs=1e-6)  # eq. (T35)
@@ -46,7 +47,7 @@ def test_tied_solution_meets_its_conditions(cell, steps, content, R):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_untied_solution_has_m1_one_and_a_tied_radius_above_one(cell):
-    spec = CriticalSpec(cell, 1028, 28, 0.0, criterion="untied")
+    spec = CriticalSpec(cell, 1028, 28, 0.0, criterion="untied", gate_nu=0.1)
     sol = solve(spec)
     hp = sol.hyper()
     assert float(np.asarray(closed.m1(hp, closed.fixed_point(hp, 0.0), 0.0))) == pytest.approx(1.0, abs=1e-8)
@@ -110,7 +111,7 @@ def test_tied_gain_with_a_phase_limit_matches_powers_of_one_matrix():
 @pytest.mark.parametrize("steps", [128, 1028, 5028, 78_400])
 def test_phase_solution_meets_its_conditions(steps):
     """isometry=phase: T(1 - f) = write, radius 1 (T34), smallest singular value 10^log10_min_gain (T37)."""
-    sol = solve(CriticalSpec("gru", steps, 28, 0.0, isometry="phase", write=30.0, log10_min_gain=-0.5))
+    sol = solve(CriticalSpec("gru", steps, 28, 0.0, isometry="phase", write=30.0, log10_min_gain=-0.5, gate_nu=0.1))
     op, tied = sol.predictions["operating_point"], sol.predictions["tied_linear"]
     assert steps * (1 - op["keep"]) == pytest.approx(30.0, rel=1e-6)
     assert op["radius"] == pytest.approx(1.0, abs=1e-8)
@@ -126,7 +127,7 @@ def test_simulated_networks_draw_the_solutions_phase_limited_weights():
     """The theory's simulated networks (untied draws and tied modules) hold the solution's eigen-angles."""
     from mftrnn.theory.simulate import sample_weights, tied_module
 
-    sol = solve(CriticalSpec("gru", 1028, 28, 0.0, isometry="phase"))
+    sol = solve(CriticalSpec("gru", 1028, 28, 0.0, isometry="phase", gate_nu=0.1))
     hp = sol.hyper()
     assert hp.phase == sol.phase and hp.describe()["phase"] == sol.phase
     _, w_hh = sample_weights(hp, 64, 28, torch.Generator().manual_seed(0))
@@ -142,52 +143,67 @@ def test_isometry_auto_is_the_measured_choice_per_cell():
     assert resolve_isometry("gru", "auto", "untied", True) == "gain"  # no phase limit where it does not apply
     assert resolve_isometry("gru", "auto", "tied", False) == "gain"
     assert resolve_isometry("lstm", "phase", "tied", True) == "phase"
-    gru = to_objects(compose_train(["cell=gru", "init=critical"]))
+    gru = to_objects(compose_train(["cell=gru", "init=critical", "init.drive.gates=10"]))
     assert critical_spec("gru", gru.init, TaskShape(1028, 28, 0.0)).isometry == "phase"
     with pytest.raises(ValueError, match="isometry"):
-        CriticalSpec("gru", 1028, 28, 0.0, criterion="untied", isometry="phase")
+        CriticalSpec("gru", 1028, 28, 0.0, criterion="untied", isometry="phase", gate_nu=0.1)
 
 
-def test_gate_input_scale_follows_the_operating_point():
-    """init.gate_nu=null: input-driven gates where the long stretch is zero padding (R_op = 0), where they
-    leave the operating point alone; small gates' input weights elsewhere; an explicit value passes through."""
+def test_the_drive_is_one_option_of_every_init():
+    """init.drive: null gates are chosen by the theory of the write (init=critical), an explicit value
+    passes through to the solver, the candidate's scale too; bad values and two sources are refused."""
     conf = to_objects(compose_train(["cell=lstm", "init=critical"]))
-    assert conf.init.gate_nu is None
-    assert critical_spec("lstm", conf.init, TaskShape(1028, 28, 0.0)).gate_nu == critical.GATE_NU_DRIVEN == 10
-    assert critical_spec("lstm", conf.init, TaskShape(784, None, 0.1)).gate_nu == critical.GATE_NU_QUIET == 0.1
-    given = to_objects(compose_train(["cell=lstm", "init=critical", "init.gate_nu=3"]))
-    assert critical_spec("lstm", given.init, TaskShape(1028, 28, 0.0)).gate_nu == 3
-    with pytest.raises(ConfigError, match="init.gate_nu"):
-        to_objects(compose_train(["cell=lstm", "init=critical", "init.gate_nu=-1"]))
+    assert conf.init.drive.gates is None and conf.init.drive.candidate is None
+    with pytest.raises(ConfigError, match="init.drive.gates"):  # nothing to choose it from
+        critical_spec("lstm", conf.init, TaskShape(1028, 28, 0.0))
+    given = to_objects(compose_train(["cell=lstm", "init=critical", "init.drive.gates=3", "init.drive.candidate=2"]))
+    spec = critical_spec("lstm", given.init, TaskShape(1028, 28, 0.0))
+    assert spec.gate_nu == 3 and spec.candidate_nu == 2
+    sol = solve(spec)
+    assert sol.gates["f"]["nu"] == sol.gates["i"]["nu"] == sol.gates["o"]["nu"] == 3 and sol.gates["g"]["nu"] == 2
+    assert sol.drive == {"gates": 3, "candidate": 2, "source": "given"}
+    for bad, key in (("init.drive.gates=-1", "init.drive.gates"), ("init.drive.candidate=-0.5", "init.drive.candidate")):
+        with pytest.raises(ConfigError, match=key):
+            to_objects(compose_train(["cell=lstm", "init=critical", bad]))
+    with pytest.raises(ConfigError, match="init.drive.theory"):
+        to_objects(compose_train(["cell=gru", "init=chrono", "init.drive.theory=true", "init.drive.gates=5"]))
 
 
 def test_cache_is_keyed_by_the_solvers_inputs(tmp_path):
-    spec = CriticalSpec("gru", 1028, 28, 0.0)
+    spec = CriticalSpec("gru", 1028, 28, 0.0, gate_nu=10.0)
     first, cached = solve_cached(spec)
     assert not cached
     again, cached = solve_cached(spec)
     assert cached and again.gates == first.gates
-    for other in (CriticalSpec("gru", 2028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.5),
-                  CriticalSpec("lstm", 1028, 28, 0.0), CriticalSpec("gru", 1028, 28, 0.0, log10_gain=-0.3),
-                  CriticalSpec("gru", 1028, 28, 0.0, isometry="phase"),
-                  CriticalSpec("gru", 1028, 28, 0.0, isometry="phase", write=60.0)):
+    for other in (CriticalSpec("gru", 2028, 28, 0.0, gate_nu=10.0), CriticalSpec("gru", 1028, 28, 0.5, gate_nu=1.0),
+                  CriticalSpec("lstm", 1028, 28, 0.0, gate_nu=10.0),
+                  CriticalSpec("gru", 1028, 28, 0.0, gate_nu=10.0, log10_gain=-0.3),
+                  CriticalSpec("gru", 1028, 28, 0.0, gate_nu=10.0, isometry="phase"),
+                  CriticalSpec("gru", 1028, 28, 0.0, gate_nu=10.0, isometry="phase", write=60.0),
+                  CriticalSpec("gru", 1028, 28, 0.0, gate_nu=3.0),
+                  CriticalSpec("gru", 1028, 28, 0.5, gate_nu=1.0, r_nodes=(0.0, 1.0), r_weights=(0.5, 0.5)),
+                  CriticalSpec("gru", 1028, 28, 0.0, gate_nu=10.0, inputs_key="0123456789abcdef")):
         assert other.key() != spec.key()
         assert solve_cached(other)[1] is False
     path = critical.cache_dir() / f"{spec.key()}.json"
     path.write_text("{ damaged")
     sol, cached = solve_cached(spec)
     assert not cached and sol.gates == first.gates and json.loads(path.read_text())["gates"] == first.gates
+    # a spec read back from JSON (lists for tuples) is the same spec: the cache answers it
+    spec_json = CriticalSpec(**json.loads(json.dumps(dataclasses.asdict(other))))
+    assert spec_json == other and spec_json.key() == other.key()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_network_holds_the_solved_hyperparameters(cell):
-    conf = to_objects(compose_train([f"cell={cell}", "init=critical"]))
+    conf = to_objects(compose_train([f"cell={cell}", "init=critical", "init.drive.gates=10"]))
     task = TaskShape(seq_len=1028, content_steps=28, R_op=0.0)
     torch.manual_seed(0)
     model = RNNClassifier(CellKind(cell), 28, ModelConfig(hidden=256))
     info = initialize(model, conf.init, task)
     sol, _ = solve_critical(cell, conf.init, task)
-    assert info["gates"] == sol.gates
+    assert info["solution"]["gates"] == sol.gates and info["drive"]["source"] == "given"
+    assert info["drive"]["gates_measured"] == pytest.approx(10, rel=0.05)
     p = layer_params(model.rnn, 0)
     for gate in GATES[CellKind(cell)]:
         hp = sol.gates[gate]
@@ -206,19 +222,30 @@ def test_network_holds_the_solved_hyperparameters(cell):
 @pytest.mark.parametrize("task", ["task=unrolled_mnist", "task=unrolled_mnist task.permute=true", "task=cifar10",
                                   "task=repeated_pixel task.repeats=100", "task=padded_mnist task.pad_value=noise"])
 def test_every_task_solves_for_its_length_and_inputs(task, data_root):
+    """Every task: its length, its inputs' law at the operating point (eq. (T40)), a drive chosen by the theory
+    of the write on its own pairs (small here: one pair, 200 units, a tied window of 32 steps), tied
+    criticality at the chosen drive."""
     from mftrnn.data import load_splits
     from mftrnn.inits import task_shape
     from mftrnn.tasks import build_task
 
-    conf = to_objects(compose_train(["init=critical", "data.limit=128", *task.split()]))
+    conf = to_objects(compose_train(["init=critical", "data.limit=128", "init.drive.pairs=1",
+                                     "init.drive.population=200", "init.drive.window=32", *task.split()]))
     t = build_task(conf.task)
     splits = load_splits(t.dataset, conf.data)
     t.fit(splits)
     shape = task_shape(t, splits, conf.init)
     assert shape.seq_len == t.seq_len and shape.R_op > 0  # pixels, or the noise of the padding
+    nodes, weights = shape.r_law
+    assert len(nodes) > 1 and sum(weights) == pytest.approx(1) and np.dot(nodes, weights) == pytest.approx(shape.R_op)
     sol, _ = solve_critical("lstm", conf.init, shape)
     assert sol.spec.steps == t.seq_len and sol.predictions["operating_point"]["radius"] == pytest.approx(1, abs=1e-8)
-    assert sol.gates["f"]["nu"] == 0.1  # the inputs drive the operating point: the gates' input weights stay small
+    drive = sol.drive
+    assert drive["source"] == "theory" and drive["curve"]["nu"][0] <= drive["gates"] <= drive["curve"]["nu"][-1]
+    assert sol.gates["f"]["nu"] == drive["gates"] and "why" in drive["reason"]
+    assert 0 <= sol.predictions["write"]["one_minus_c_end"] <= 2
+    if "noise" in task:  # the noise of the padding drives the gates too: a drive erases what the image wrote
+        assert drive["gates"] == drive["curve"]["nu"][0]
     # the horizon is checked over the padding, or over all T steps where every step is informative
     checked = sol.predictions["tied_linear"]["horizon_steps_checked"]
     assert checked == (t.seq_len - t.content_steps or t.seq_len) and checked > 1
@@ -228,6 +255,7 @@ def test_every_task_solves_for_its_length_and_inputs(task, data_root):
 def test_critical_app_writes_the_solution_and_a_preset_train_accepts(tmp_path, data_root, isometry):
     out = tmp_path / "crit"
     res = run_cli("critical", "cell=gru", "task.pad=100", f"init.isometry={isometry}", "verify.population=500",
+                  "init.drive.pairs=4", "init.drive.population=500",
                   f"hydra.run.dir={out}", env={"MFTRNN_CACHE": str(tmp_path / "cache")})
     assert res.returncode == 0, res.stderr
     d = json.loads((out / "critical.json").read_text())
@@ -257,8 +285,8 @@ def test_diagnose_tells_critical_from_standard(tmp_path, data_root):
     from mftrnn.diagnose_app import run_diagnose
 
     found = {}
-    for name, init in (("critical", ["init=critical"]), ("standard", ["init=standard"]),
-                       ("quiet", ["init=critical", "init.gate_nu=0.1"])):
+    for name, init in (("critical", ["init=critical", "init.drive.pairs=4"]), ("standard", ["init=standard"]),
+                       ("quiet", ["init=critical", "init.drive.gates=0.1"])):
         with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
             cfg = compose(config_name="diagnose", overrides=[
                 "cell=lstm", *init, "task.pad=300", "model.hidden=64", "pairs=4", "probes=2",
@@ -283,7 +311,9 @@ def test_diagnose_tells_critical_from_standard(tmp_path, data_root):
     assert quiet["theory"]["tied"]["log10_gain"] == pytest.approx(net, abs=0.2)
     assert abs(quiet["theory"]["untied"]["log10_gain"] - net) > 1
     assert crit["network"]["zero_state_radius"] == pytest.approx(quiet["network"]["zero_state_radius"], abs=1e-9)
-    assert crit["network"]["distance_end_over_Q_at_split"] > quiet["network"]["distance_end_over_Q_at_split"]
+    # the driven gates write the digits further apart, and the theory of the write says so (docs/theory.md §10.8)
+    assert crit["network"]["one_minus_c_end"]["mean"] > quiet["network"]["one_minus_c_end"]["mean"] + 0.05
+    assert crit["theory"]["write"]["one_minus_c_end"] > quiet["theory"]["write"]["one_minus_c_end"] + 0.05
 
 
 def test_diagnose_reads_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path, data_root):
@@ -292,7 +322,8 @@ def test_diagnose_reads_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path,
     summary = json.loads((run / "summary.json").read_text())
     assert summary["init_solution"]["spec"]["steps"] == 38 and "init.gates.z.mu=" in " ".join(
         summary["init_solution"]["overrides"])
-    res = run_cli("diagnose", "cell=gru", "init=critical", "task.pad=10", "model.hidden=16", "pairs=2", "probes=2",
+    res = run_cli("diagnose", "cell=gru", "init=critical", "init.drive.pairs=4", "init.drive.population=500",
+                  "task.pad=10", "model.hidden=16", "pairs=2", "probes=2",
                   "device=cpu", f"ckpt={run / 'ckpt_last.pt'}", f"hydra.run.dir={tmp_path / 'diag'}")
     assert res.returncode == 0, res.stderr
     d = json.loads((tmp_path / "diag" / "diagnose.json").read_text())
@@ -306,7 +337,8 @@ def test_diagnose_reads_a_checkpoint_and_refuses_one_that_does_not_fit(tmp_path,
 
 
 def test_theory_takes_init_critical(tmp_path, data_root):
-    res = run_cli("theory", "cell=gru", "init=critical", "task.pad=60", "theory/input=task", "theory.weights=tied",
+    res = run_cli("theory", "cell=gru", "init=critical", "init.drive.pairs=4", "init.drive.population=500",
+                  "task.pad=60", "theory/input=task", "theory.weights=tied",
                   "theory.population=500", f"hydra.run.dir={tmp_path}", env={"MFTRNN_CACHE": str(tmp_path / "c")})
     assert res.returncode == 0, res.stderr
     d = json.loads((tmp_path / "theory.json").read_text())

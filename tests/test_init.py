@@ -8,7 +8,7 @@ import torch
 
 from conftest import compose_train
 from mftrnn.errors import ConfigError
-from mftrnn.inits import effective_gate_biases, gate_block, initialize, layer_params
+from mftrnn.inits import TaskShape, effective_gate_biases, gate_block, initialize, layer_params
 from mftrnn.models import GATES, RNNClassifier
 from mftrnn.schema import CellKind, ModelConfig, to_objects
 
@@ -122,3 +122,66 @@ def test_effective_biases_report_sums():
     model, _ = build("lstm", "standard", layers=1)
     eff = effective_gate_biases(model)
     assert eff["l0.f"] == {"mean": 1.0, "std": 0.0} and eff["l0.i"]["mean"] == 0.0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("init", ["pytorch", "standard", "chrono", "meanfield", "critical"])
+def test_the_drive_writes_its_input_scales_on_top_of_every_init(cell, init):
+    """init.drive: every gate's input weights but the candidate's N(0, gates^2 / n_in), the candidate's
+    N(0, candidate^2 / n_in), in every layer (sample statistics at hidden 256); the init's recurrent weights
+    and biases are the ones it writes without a drive (same seed), and the record names what was written."""
+    drive = ["init.drive.gates=5", "init.drive.candidate=2"]
+    shape = TaskShape(100, 28, 0.0) if init == "critical" else 100  # critical: zero padding after 28 steps
+    driven, conf = build(cell, init, drive, hidden=256, seq_len=shape)
+    plain, _ = build(cell, init, ["init.drive.gates=0.1"] if init == "critical" else [], hidden=256, seq_len=shape)
+    cand = "g" if cell == "lstm" else "n"
+    for layer in range(2):
+        w = blocks(driven, "weight_ih", layer)
+        n_in = layer_params(driven.rnn, layer)["weight_ih"].shape[1]
+        for gate, block in w.items():
+            want = 2.0 if gate == cand else 5.0
+            assert block.mean().item() == pytest.approx(0, abs=4 * want / math.sqrt(n_in * block.numel()))
+            assert block.var().item() * n_in == pytest.approx(want ** 2, rel=0.08), (gate, layer)
+        for name in ("weight_hh", "bias_ih", "bias_hh"):
+            a, b = layer_params(driven.rnn, layer)[name], layer_params(plain.rnn, layer)[name]
+            assert torch.equal(a, b), (name, layer)
+    torch.manual_seed(0)
+    model = RNNClassifier(CellKind(cell), 28, ModelConfig(hidden=256, layers=2))
+    record = initialize(model, conf.init, shape)["drive"]
+    assert record["gates"] == 5 and record["candidate"] == 2 and record["source"] == "given"
+    assert record["gates_measured"] == pytest.approx(5, rel=0.05) and record["candidate_measured"] == pytest.approx(2, rel=0.05)
+
+
+def test_an_init_without_a_drive_records_its_own_scales():
+    model = RNNClassifier(CellKind.lstm, 28, ModelConfig(hidden=256))
+    conf = to_objects(compose_train(["cell=lstm", "init=chrono"]))
+    record = initialize(model, conf.init, 1028)["drive"]
+    glorot = math.sqrt(2 * 28 / (28 + 4 * 256))  # the stacked kernel's Glorot scale, times sqrt(n_in)
+    assert record["source"] == "own" and record["gates"] is None
+    assert record["gates_measured"] == pytest.approx(glorot, rel=0.05)
+
+
+def test_a_theory_drive_is_init_critical_choice(data_root, tmp_path, monkeypatch):
+    """init.drive.theory=true on chrono: the gates' and candidate's scales init=critical chooses for the task
+    and cell, written on top of chrono's biases and recurrent weights."""
+    from mftrnn.data import load_splits
+    from mftrnn.inits import task_shape
+    from mftrnn.tasks import build_task
+
+    monkeypatch.setenv("MFTRNN_CACHE", str(tmp_path))
+    small = ["task.pad=30", "data.limit=256", "init.drive.pairs=3", "init.drive.population=300"]
+    chrono = to_objects(compose_train(["cell=gru", "init=chrono", "init.drive.theory=true", *small]))
+    critical = to_objects(compose_train(["cell=gru", "init=critical", *small]))
+    task = build_task(chrono.task)
+    splits = load_splits(task.dataset, chrono.data)
+    task.fit(splits)
+    records = []
+    for conf in (chrono, critical):
+        torch.manual_seed(0)
+        model = RNNClassifier(CellKind.gru, 28, ModelConfig(hidden=256))
+        records.append(initialize(model, conf.init, task_shape(task, splits, conf.init))["drive"])
+        if conf is chrono:
+            z = gate_block(layer_params(model.rnn, 0)["bias_ih"], GATES[CellKind.gru], "z")
+            assert z.std() > 0.5  # chrono's spread of keep biases is kept
+    assert records[0]["gates"] == records[1]["gates"] > 1 and records[0]["source"].startswith("theory")
+    assert records[0]["gates_measured"] == pytest.approx(records[0]["gates"], rel=0.05)

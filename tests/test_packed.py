@@ -19,7 +19,8 @@ T, B, N_IN, H = 12, 8, 5, 6
 
 
 def model(cell: str, init: str, seed: int, layers: int) -> RNNClassifier:
-    conf = to_objects(compose_train([f"cell={cell}", f"init={init}"]))
+    given = ["init.drive.gates=10"] if init == "critical" else []  # no task inputs here to choose it from
+    conf = to_objects(compose_train([f"cell={cell}", f"init={init}", *given]))
     torch.manual_seed(seed)
     m = RNNClassifier(CellKind(cell), N_IN, ModelConfig(hidden=H, layers=layers)).double()
     initialize(m, conf.init, TaskShape(seq_len=T, content_steps=4, R_op=0.0))

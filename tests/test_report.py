@@ -117,8 +117,8 @@ def test_report_of_a_real_sweep(tmp_path, data_root):
 
 
 def test_reproduce_smoke(tmp_path, data_root):
-    """Every experiment preset at scale=smoke, packed, then every report: the figures (a)-(d) and the
-    generalization table (e) exist."""
+    """Every experiment preset at scale=smoke, packed, then every report: the figures (a)-(d), the
+    generalization table (e) and the drive ablation (f) exist."""
     env = {**os.environ, "MFTRNN_DATA": str(DATA), "REPRODUCE_ROOT": str(tmp_path), "MFTRNN": str(MFTRNN)}
     res = subprocess.run(["bash", str(REPO / "scripts" / "reproduce.sh"), "smoke"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=1200)
@@ -126,8 +126,21 @@ def test_reproduce_smoke(tmp_path, data_root):
     fig = tmp_path / "figures"
     for name in ("trainability_length.png", "heatmap_lstm_map.png", "heatmap_gru_map.png", "curves_mnist_curves.png",
                  "curves_cifar10_curves.png", "curves_repeated_pixel_curves.png", "theory_lstm_critical_spectrum.png",
-                 "diagnose_gru_critical_trained.png", "generalization.md"):
+                 "diagnose_gru_critical_trained.png", "generalization.md", "drive_ablation_curves.png"):
         assert (fig / name).exists(), name
+    # the drive ablation's five arms, both cells: the run dirs name the arm, the summaries the drive
+    ablation = sorted((tmp_path / "sweeps" / "drive_ablation").rglob("summary.json"))
+    assert len(ablation) == 10 and {p.parent.parent.name.split(",")[0] for p in ablation} == {
+        "arm=critical", "arm=chrono", "arm=chrono_driven", "arm=critical_quiet", "arm=standard_driven"}
+    drives = {p.parent.parent.parent.name + "/" + p.parent.parent.name.split(",")[0]:
+              json.loads(p.read_text())["init_drive"] for p in ablation}
+    for cell in ("lstm", "gru"):  # chrono and standard with the drive init=critical chose, critical with its own
+        chosen = drives[f"{cell}-critical/arm=critical"]
+        assert chosen["source"] == "theory" and chosen["gates"] > 1
+        for arm in (f"{cell}-chrono/arm=chrono_driven", f"{cell}-standard/arm=standard_driven"):
+            assert drives[arm]["gates"] == chosen["gates"] and drives[arm]["source"].startswith("theory")
+        assert drives[f"{cell}-critical/arm=critical_quiet"]["gates"] == 0.1
+        assert drives[f"{cell}-chrono/arm=chrono"]["source"] == "own"
     heat = json.loads((fig / "heatmap_lstm.json").read_text())["map"]
     assert heat["runs"] == 4 and 0 <= heat["fraction_correct_untied"] <= 1 and "fraction_correct_tied" in heat
     assert heat["linked"] == {"init.gates.i.mu": "with x"}  # the preset's i.mu = -f.mu moves the theory too
@@ -139,6 +152,6 @@ def test_reproduce_smoke(tmp_path, data_root):
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     ran = [line for line in again.stdout.splitlines() if line.startswith("== ")]
-    assert sum("finished before, skipped" in line for line in ran) == 6 + 4 + 2, ran  # sweeps, theory, diagnose
+    assert sum("finished before, skipped" in line for line in ran) == 7 + 4 + 2, ran  # sweeps, theory, diagnose
     assert not any(line.startswith(("== sweep ", "== theory ", "== diagnose ")) for line in ran), ran
     assert (fig / "trainability_length.png").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TINY, compose_train, run_cli
@@ -95,7 +96,7 @@ def test_sweep_dirs_are_deterministic_and_a_rerun_resumes(tmp_path, data_root):
     res = run_cli("train", *args)
     assert res.returncode == 0, res.stderr
     runs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("summary.json"))
-    common = "data.limit=256,model.hidden=16,task.pad={},train.batch_size=32"  # sorted overrides that matter
+    common = "data.limit=256,init.drive.pairs=4,init.drive.population=500,model.hidden=16,task.pad={},train.batch_size=32"  # sorted overrides that matter
     assert runs == [f"padded_mnist/lstm-{init}/{common.format(pad)}/seed=0"
                     for init in ("chrono", "standard") for pad in (10, 5)]
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("summary.json")}
@@ -142,3 +143,19 @@ def test_warmup_raises_the_learning_rate_linearly_then_holds_it(tmp_path, data_r
         return sum(float((last[k] - v).abs().sum()) for k, v in init.items())
 
     assert moved(warm) < moved(cold)
+
+
+def test_a_run_names_its_drive(tmp_path, data_root):
+    """init.drive on chrono: the run dir (named by the overrides), the log, summary.json and W&B's config say
+    which input scales the init wrote."""
+    res = run_cli("train", *TINY, "cell=gru", "init=chrono", "init.drive.gates=5", "wandb.mode=offline", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = next((tmp_path / "outputs" / "runs" / "padded_mnist" / "gru-chrono").glob("*init.drive.gates=5*/seed=0"))
+    summary = read(run / "summary.json")
+    drive = summary["init_drive"]
+    assert drive["gates"] == 5 and drive["candidate"] is None and drive["source"] == "given"
+    assert drive["gates_measured"] == pytest.approx(5, rel=0.1)  # 32 rows x 28 inputs of the r and z blocks
+    assert summary["config"]["init"]["drive"]["gates"] == 5
+    assert "drive: gates' input scale" in (run / "train.log").read_text()
+    records = list((run / "wandb").glob("offline-run-*/run-*.wandb"))  # the offline run's record (its config inside)
+    assert records and b"init_drive" in records[0].read_bytes() and b"gates_measured" in records[0].read_bytes()

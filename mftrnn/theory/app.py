@@ -36,18 +36,24 @@ register_configs()
 
 def theory_hyper(conf: TheoryConfig) -> Hyper:
     """The hyperparameters of the configured init (any scheme) for the configured cell, width and task."""
-    if conf.init.scheme is InitScheme.critical:  # solved for the task's T and inputs (docs/theory.md §10)
-        if conf.theory.gru_form.value == "reset_before" and conf.cell.kind.value == "gru":
-            raise ConfigError("init=critical is solved for nn.GRU (theory.gru_form=reset_after) only")
-        from mftrnn.data import load_splits
-        from mftrnn.inits import solve_critical, task_shape
-        from mftrnn.tasks import build_task
+    critical = conf.init.scheme is InitScheme.critical
+    if not (critical or conf.init.drive.theory):
+        return hyper.for_config(conf, conf.theory.gru_form)
+    # solved for the task's T and inputs (docs/theory.md §10), or a drive the theory chooses (§10.8)
+    if conf.theory.gru_form.value == "reset_before" and conf.cell.kind.value == "gru":
+        raise ConfigError("init=critical and init.drive.theory are solved for nn.GRU (theory.gru_form=reset_after) only")
+    from mftrnn.data import load_splits
+    from mftrnn.inits import solve_critical, task_shape, theory_drive
+    from mftrnn.tasks import build_task
 
-        task = build_task(conf.task)
-        splits = load_splits(task.dataset, conf.data)
-        task.fit(splits)
-        return solve_critical(conf.cell.kind.value, conf.init, task_shape(task, splits, conf.init))[0].hyper()
-    return hyper.for_config(conf, conf.theory.gru_form)
+    task = build_task(conf.task)
+    splits = load_splits(task.dataset, conf.data)
+    task.fit(splits)
+    shape = task_shape(task, splits, conf.init)
+    if critical:
+        return solve_critical(conf.cell.kind.value, conf.init, shape)[0].hyper()
+    chosen = theory_drive(conf.cell.kind.value, conf.init.drive, shape)
+    return hyper.for_config(conf, conf.theory.gru_form, drive=(chosen["gates"], chosen["candidate"]))
 
 
 def to_json(d):

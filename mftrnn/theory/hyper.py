@@ -21,7 +21,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
-from mftrnn.cells import CELLS, GATES, KEEP
+from mftrnn.cells import CANDIDATE, CELLS, GATES, KEEP
 from mftrnn.theory.quadrature import nodes as hermite_nodes
 
 Array = np.ndarray
@@ -302,11 +302,14 @@ ADAPTERS: dict[str, Callable] = {
 
 
 def hyper_from_config(cell_kind, init, hidden: int, input_size: int, seq_len: int,
-                      gru_form: Union[str, object] = "reset_after") -> Hyper:
+                      gru_form: Union[str, object] = "reset_after",
+                      drive: Optional[tuple[Optional[float], Optional[float]]] = None) -> Hyper:
     """The mean-field description of layer 0 of `cell_kind` (CellKind or name) initialized by `init`
     (an InitConfig of any scheme but critical, which is solved into a meanfield one first), for
     hidden size `hidden`, input size `input_size` and a task of `seq_len` steps (chrono's T_max),
-    eq. (T30). `gru_form` (GruForm or name) selects the paper's reset-before GRU for cell=gru."""
+    eq. (T30), with the init's drive (init.drive: the gates' and the candidate's input scales, None
+    for the scheme's own; `drive` = (gates, candidate) as resolved, for init.drive.theory=true).
+    `gru_form` (GruForm or name) selects the paper's reset-before GRU for cell=gru."""
     cell = getattr(cell_kind, "value", cell_kind)
     scheme = getattr(init.scheme, "value", init.scheme)
     if getattr(gru_form, "value", gru_form) == "reset_before" and cell == "gru":
@@ -314,15 +317,26 @@ def hyper_from_config(cell_kind, init, hidden: int, input_size: int, seq_len: in
     if scheme not in ADAPTERS:
         raise ValueError(f"init={scheme} has no mean-field description; known: {sorted(ADAPTERS)}")
     gates, orthogonal, laws = ADAPTERS[scheme](cell, init, hidden, input_size, seq_len)
+    if drive is None:
+        given = getattr(init, "drive", None)
+        if given is not None and given.theory:
+            raise ValueError("init.drive.theory=true: the drive is solved from the task's inputs; pass drive=(gates, "
+                             "candidate) as resolved (mftrnn.inits.theory_drive)")
+        drive = (given.gates, given.candidate) if given is not None else (None, None)
+    for g in gates:  # the drive replaces the scheme's input scales (mftrnn.inits.apply_drive)
+        nu = drive[1] if g == CANDIDATE[cell] else drive[0]
+        if nu is not None:
+            gates[g] = replace(gates[g], nu=float(nu))
     return Hyper(cell, gates, orthogonal, laws, source={"init": scheme, "hidden": hidden, "input_size": input_size,
                                                         "seq_len": seq_len}, phase=getattr(init, "phase", math.pi))
 
 
 
-def for_config(conf, gru_form="reset_after") -> Hyper:
+def for_config(conf, gru_form="reset_after", drive=None) -> Hyper:
     """The adapter for a whole config (TrainConfig or TheoryConfig: cell, init, model, task): the
-    input size and length come from the task (no data is loaded)."""
+    input size and length come from the task (no data is loaded); `drive` as for hyper_from_config."""
     from mftrnn.tasks import build_task
 
     task = build_task(conf.task)
-    return hyper_from_config(conf.cell.kind, conf.init, conf.model.hidden, task.input_size, task.seq_len, gru_form)
+    return hyper_from_config(conf.cell.kind, conf.init, conf.model.hidden, task.input_size, task.seq_len, gru_form,
+                             drive)
