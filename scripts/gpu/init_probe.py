@@ -152,7 +152,8 @@ def main() -> None:
     jobs = []
     with initialize_config_module(config_module="mftrnn.conf", version_base="1.3"):
         for name, over in plan.items():
-            cfg = compose(config_name="train", overrides=[*COMMON, *over, *EXTRA])
+            common = [o for o in COMMON if not (o.startswith("task=") and any(v.startswith("task=") for v in over))]
+            cfg = compose(config_name="train", overrides=[*common, *over, *EXTRA])
             OmegaConf.resolve(cfg)
             run_dir = root / name
             run_dir.mkdir(parents=True, exist_ok=True)
