@@ -121,6 +121,11 @@ def pair_distances(rnn: nn.RNNBase, pairs: Pairs) -> dict[str, np.ndarray]:
             "q_b": ((hb ** 2).sum(-1) / n).cpu().numpy(), "c": ((ha * hb).sum(-1) / n).cpu().numpy()}
 
 
+def one_minus_c(dist: dict[str, np.ndarray], t: int) -> np.ndarray:
+    """1 - C/sqrt(Q_a Q_b) of each pair at step t, from `pair_distances` (the quantity of eq. (T38)): (P,)."""
+    return 1.0 - dist["c"][t] / np.sqrt(np.maximum(dist["q_a"][t] * dist["q_b"][t], 1e-300))
+
+
 def zero_state_radius(rnn: nn.RNNBase) -> float:
     """The spectral radius of the module's one-step state Jacobian at the zero state with zero input
     (the operating point of zero padding, docs/theory.md eq. (T34)): max |eigenvalue| of d(h', c') /
@@ -157,8 +162,7 @@ def measure(rnn: nn.RNNBase, pairs: Pairs, start: int, probes: int, eps: float, 
     curve = gain_curve(rnn, xa, start, seed=seed)  # (T - start + 1, P)
     dist = pair_distances(rnn, pairs)
     d, split, T = dist["d"], pairs.split, pairs.x.shape[0]
-    one_minus_c = 1.0 - dist["c"][-1] / np.sqrt(np.maximum(dist["q_a"][-1] * dist["q_b"][-1], 1e-300))  # (P,)
-    at_split = 1.0 - dist["c"][split] / np.sqrt(np.maximum(dist["q_a"][split] * dist["q_b"][split], 1e-300))
+    omc_end, omc_split = one_minus_c(dist, -1), one_minus_c(dist, split)  # (P,) each
     d_mean = d.mean(1)  # (T+1,)
     q_split = 0.5 * (dist["q_a"][split] + dist["q_b"][split])
     return {
@@ -166,9 +170,9 @@ def measure(rnn: nn.RNNBase, pairs: Pairs, start: int, probes: int, eps: float, 
         "log10_gain": {"mean": float(logs.mean()), "std": float(logs.std()), "min": float(logs.min()),
                        "max": float(logs.max()), "per_sequence_mean": logs.mean(1).tolist(),
                        "underflow": float((logs <= np.log10(UNDERFLOW)).mean())},
-        "one_minus_c_end": {"mean": float(one_minus_c.mean()), "min": float(one_minus_c.min()),
-                            "max": float(one_minus_c.max()), "per_pair": one_minus_c.tolist()},
-        "one_minus_c_split": float(at_split.mean()),
+        "one_minus_c_end": {"mean": float(omc_end.mean()), "min": float(omc_end.min()),
+                            "max": float(omc_end.max()), "per_pair": omc_end.tolist()},
+        "one_minus_c_split": float(omc_split.mean()),
         "distance_end": float(d_mean[-1]),
         "distance_ratio_end": float(d_mean[-1] / d_mean[split]) if d_mean[split] > 0 else None,
         "distance_end_over_Q_at_split": float(d_mean[-1] / q_split.mean()) if q_split.mean() > 0 else None,

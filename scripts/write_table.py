@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_module
 
 def run_case(case: str, seeds: int, pairs: int, hidden: int, population: int) -> dict:
     from mftrnn.data import load_splits
-    from mftrnn.diagnose import pair_distances, pairs_of_examples
+    from mftrnn.diagnose import one_minus_c, pair_distances, pairs_of_examples
     from mftrnn.inits import initialize, task_shape, write_inputs
     from mftrnn.models import RNNClassifier
     from mftrnn.schema import InitScheme, register_configs, to_objects
@@ -54,9 +54,8 @@ def run_case(case: str, seeds: int, pairs: int, hidden: int, population: int) ->
         model = RNNClassifier(conf.cell.kind, task.input_size, conf.model)
         info = initialize(model, conf.init, shape)
         d = pair_distances(model.rnn.double(), found)
-        omc = lambda t: 1 - d["c"][t] / np.sqrt(d["q_a"][t] * d["q_b"][t])  # noqa: E731  (P,)
-        net_end.append(float(omc(-1).mean()))
-        net_split.append(float(omc(task.content_steps).mean()))
+        net_end.append(float(one_minus_c(d, -1).mean()))
+        net_split.append(float(one_minus_c(d, task.content_steps).mean()))
     if conf.init.scheme is InitScheme.critical:
         hp = CriticalSolution.from_dict(info["solution"]).hyper()
     else:

@@ -39,7 +39,7 @@ def network_separation(hp, x: torch.Tensor, width: int, seeds: int) -> tuple[flo
         rnn = tied_module(hp, width, x.shape[2], seed, "cpu")
         with torch.no_grad():
             out, _ = rnn(x)
-        st = pair_statistics(out[-1].T.T)  # (2P, n) -> per pair
+        st = pair_statistics(out[-1])  # (2P, n) -> per pair
         omc.append(float(st["one_minus_c"].mean()))
         q.append(float(st["q"].mean()))
     return float(np.mean(omc)), float(np.mean(q))

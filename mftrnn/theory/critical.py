@@ -56,10 +56,8 @@ ISOMETRIES = ("gain", "phase")
 # init.isometry=auto, measured on padded MNIST (docs/theory.md §10.6, docs/results.md): the phase-limited
 # GRU (write 30) learns 1.6-2x faster than the Haar one at pad 1000 and 5000; the LSTM does not gain from it
 DEFAULT_ISOMETRY = {"lstm": "gain", "gru": "phase"}
-# The gates' input scale when the drive is not chosen (a quiet drive: the gates barely see the input) and
-# the grid the theory of the write chooses from (docs/theory.md §10.8); the candidate's input scale of the
-# family (§10.1)
-GATE_NU_QUIET = 0.1
+# The candidate's input scale of the family (§10.1), and the grid of gates' input scales the theory of the
+# write chooses from (docs/theory.md §10.8), its first the quiet drive (the gates barely see the input)
 CANDIDATE_NU = 1.0
 DRIVE_GRID = (0.1, 0.3, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0, 30.0, 50.0, 100.0, 300.0, 1000.0)
 # midpoint_drive: the fraction of the drive's effect on D_T at the chosen drive, and the smallest effect
@@ -269,6 +267,12 @@ def _mean_sigmoid(mu: float, var: float) -> float:
     return float(w @ expit(mu + math.sqrt(max(var, 0.0)) * x))
 
 
+def _mean_dsigmoid(mu: float, var: float) -> float:
+    x, w = hermite_nodes(32)
+    p = expit(mu + math.sqrt(max(var, 0.0)) * x)
+    return float(w @ (p * (1.0 - p)))
+
+
 def _mean_dtanh(var: float, mean: float = 0.0) -> float:
     x, w = hermite_nodes(32)
     return float(w @ (1.0 - np.tanh(mean + math.sqrt(max(var, 0.0)) * x) ** 2))
@@ -388,12 +392,8 @@ def keep_slope(hp: Hyper, law: tuple[np.ndarray, np.ndarray]) -> float:
     memory."""
     k = KEEP[hp.cell]
     mu, nu = (float(np.asarray(getattr(hp.g(k), a)).reshape(-1)[0]) for a in ("mu", "nu"))
-    x, w = hermite_nodes(32)
-    out = 0.0
-    for r, wr in zip(*law):
-        p = expit(mu + nu * math.sqrt(r) * x)
-        out += wr * float(w @ (p * (1 - p)))
-    return out
+    r_j, w_j = law
+    return float(w_j @ [_mean_dsigmoid(mu, nu ** 2 * r) for r in r_j])
 
 
 def midpoint_drive(grid, d_end, fraction: float = DRIVE_FRACTION, min_effect: float = DRIVE_MIN_EFFECT,

@@ -286,19 +286,16 @@ def trajectory(hp: Hyper, features: Tensor, population: int = 20_000, seed: int 
     tied=False gives the untied mean field by the same machinery (fresh recurrent and input fields
     at every step, persistent biases): the exact untied theory, batched over a grid like the tied
     one, used for the untied side of memory-horizon grids."""
-    x = _check_features(features, "cpu")
-    n_seq, steps = x.shape[0], x.shape[1]
-    shape = _batch(hp, "cpu")[1]
-    lstm, b_idx = hp.cell == "lstm", min(1, n_seq - 1)
-    rows = []
+    lstm, rows = hp.cell == "lstm", []
     for h, s in states(hp, features, population, seed, device, tied):
+        b_idx = min(1, h.shape[1] - 1)
         ha, hb = h[:, 0], h[:, b_idx]  # (B, P)
         row = [(ha * ha).mean(-1), (hb * hb).mean(-1), (ha * hb).mean(-1), 0.5 * ((ha - hb) ** 2).mean(-1)]
         if lstm:
             row += [(s[:, 0] ** 2).mean(-1), (s[:, 0] * s[:, b_idx]).mean(-1)]
         rows.append(torch.stack(row, -1))  # (B, 4 or 6), no host sync
     out = torch.stack([torch.zeros_like(rows[0])] + rows)  # (T+1, B, 4 or 6); t = 0: zeros
-    arr = out.cpu().numpy()
+    arr, steps, shape = out.cpu().numpy(), len(rows), tuple(hp.shape())
     res = {"t": np.arange(steps + 1)}
     for j, key in enumerate(STATS[:6 if lstm else 4]):
         res[key] = arr[:, :, j].reshape((steps + 1,) + shape)
